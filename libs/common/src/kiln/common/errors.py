@@ -1,0 +1,158 @@
+"""Typed domain errors and their one mapping to gRPC status codes.
+
+Services raise these; the server interceptor turns them into a status with `google.rpc`
+details (BadRequest field violations, ErrorInfo, RetryInfo). Nothing else in the code base
+chooses a status code, so a caller's mistake can never leak out as UNKNOWN or INTERNAL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "kiln"
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldViolation:
+    """One problem with one request field; `field` is a dotted path such as `settings.ratio`."""
+
+    field: str
+    description: str
+
+
+class KilnError(Exception):
+    """Base of every error a caller may see. Subclasses fix the status code and reason."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = dict(metadata or {})
+
+    def details(self) -> list[error_details_pb2.ErrorInfo | error_details_pb2.BadRequest
+                              | error_details_pb2.RetryInfo]:
+        """The `google.rpc` detail messages this error carries."""
+        return [error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)]
+
+
+class InvalidArgument(KilnError):
+    """The request is malformed; every violation is reported at once."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Iterable[FieldViolation], message: str | None = None) -> None:
+        self.violations = list(violations)
+        if message is None:
+            message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        super().__init__(message or "invalid request")
+
+    @classmethod
+    def field(cls, field: str, description: str) -> InvalidArgument:
+        """An error about a single field."""
+        return cls([FieldViolation(field, description)])
+
+    def details(self) -> list[error_details_pb2.ErrorInfo | error_details_pb2.BadRequest
+                              | error_details_pb2.RetryInfo]:
+        bad_request = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in self.violations])
+        return [bad_request, *super().details()]
+
+
+class Unauthenticated(KilnError):
+    """No valid credential: missing, expired, forged or revoked."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(KilnError):
+    """The caller is known but its role does not allow the call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+
+class NotFound(KilnError):
+    """The resource does not exist, or belongs to someone the caller may not see."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+    def __init__(self, resource: str, resource_id: str) -> None:
+        super().__init__(f"{resource} {resource_id!r} not found",
+                         metadata={"resource": resource, "id": resource_id})
+
+
+class AlreadyExists(KilnError):
+    """A unique thing (an email, say) is taken."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(KilnError):
+    """The request is well-formed but the resource is not in a state that allows it."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(KilnError):
+    """A limit or throttle was hit; `retry_after` seconds says when to try again, if known."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message, metadata=metadata)
+        self.retry_after = retry_after
+
+    def details(self) -> list[error_details_pb2.ErrorInfo | error_details_pb2.BadRequest
+                              | error_details_pb2.RetryInfo]:
+        found = super().details()
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromMilliseconds(max(0, round(self.retry_after * 1000)))
+            found.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        return found
+
+
+class Unavailable(KilnError):
+    """A dependency (PostgreSQL, NATS) cannot be reached; the caller may retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
+
+
+class Unimplemented(KilnError):
+    """The RPC exists in the contract but this build does not serve it yet."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
+
+
+def to_status_proto(error: KilnError, *, request_id: str | None = None) -> status_pb2.Status:
+    """The `google.rpc.Status` for `error`, with its details packed."""
+    status = status_pb2.Status(code=status_code_number(error.code), message=error.message)
+    for detail in error.details():
+        if request_id and isinstance(detail, error_details_pb2.ErrorInfo):
+            detail.metadata["request_id"] = request_id
+        status.details.add().Pack(detail)
+    return status
+
+
+def status_code_number(code: grpc.StatusCode) -> int:
+    """The numeric `google.rpc.Code` of a grpc status code."""
+    number: int = code.value[0]
+    return number
