@@ -142,6 +142,45 @@ class Unimplemented(KilnError):
     reason = "UNIMPLEMENTED"
 
 
+class Internal(KilnError):
+    """An unexpected failure; the caller gets only an id to quote, the log has the rest."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "INTERNAL"
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(f"internal error (error id {error_id})", metadata={"error_id": error_id})
+
+
+def _dependency_failures() -> tuple[tuple[tuple[type[BaseException], ...], str], ...]:
+    import nats.errors  # noqa: PLC0415 - kept local so importing errors stays cheap
+    import psycopg  # noqa: PLC0415
+    import sqlalchemy.exc  # noqa: PLC0415
+
+    return (
+        ((sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+          sqlalchemy.exc.TimeoutError, psycopg.OperationalError),
+         "the database is unavailable; try again shortly"),
+        ((nats.errors.ConnectionClosedError, nats.errors.NoServersError,
+          nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError,
+          nats.errors.StaleConnectionError, nats.errors.OutboundBufferLimitError),
+         "the message bus is unavailable; try again shortly"),
+        ((ConnectionError,), "a dependency is unavailable; try again shortly"),
+    )
+
+
+def classify(exc: BaseException) -> KilnError | None:
+    """The caller-facing error for `exc`, or None when it is a bug (mapped to INTERNAL)."""
+    if isinstance(exc, KilnError):
+        return exc
+    if isinstance(exc, NotImplementedError):
+        return Unimplemented("this method is not implemented yet")
+    for kinds, message in _dependency_failures():
+        if isinstance(exc, kinds):
+            return Unavailable(message)
+    return None
+
+
 def to_status_proto(error: KilnError, *, request_id: str | None = None) -> status_pb2.Status:
     """The `google.rpc.Status` for `error`, with its details packed."""
     status = status_pb2.Status(code=status_code_number(error.code), message=error.message)

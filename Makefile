@@ -1,0 +1,69 @@
+# Kiln developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet "uv==0.13.9"
+
+.PHONY: install
+install: $(VENV)/.synced ## Install every dependency into .venv (uv sync --locked).
+
+$(VENV)/.synced: uv.lock pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml | $(UV)
+	$(UV) sync --locked
+	@touch $@
+
+.PHONY: run
+run: install ## Start NATS, PostgreSQL, migrations and all services locally; Ctrl-C stops all.
+	$(PY) scripts/localstack.py
+
+.PHONY: test
+test: install ## Run the whole test suite.
+	$(BIN)/pytest -m "not long"
+
+.PHONY: test-long
+test-long: install ## Run the long scenarios (fault and load suites).
+	$(BIN)/pytest -m long
+
+.PHONY: lint
+lint: install ## buf lint + format, ruff, mypy --strict, generated code freshness, buf breaking.
+	$(BIN)/buf lint
+	$(BIN)/buf format -d --exit-code
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	scripts/check_generated.sh
+	scripts/check_breaking.sh
+
+.PHONY: fmt
+fmt: install ## Format protos and Python, fix what ruff can.
+	$(BIN)/buf format -w
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: proto
+proto: install ## Regenerate libs/genproto from protos/.
+	PATH=$(BIN):$$PATH scripts/genproto.sh
+
+.PHONY: migrate
+migrate: install ## Apply database migrations of auth and tasks (DATABASE_URL).
+	$(PY) -m auth migrate
+	$(PY) -m tasks migrate
+
+.PHONY: bench
+bench: install ## Run the benchmarks in bench/.
+	$(PY) bench/run.py
+
+.PHONY: clean
+clean: ## Remove the virtualenv, caches and local stack data.
+	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,142 @@
+"""The names and shapes on the NATS bus, shared by the tasks service and the workers.
+
+One module names every stream, subject, consumer, bucket and store, so a subject, a
+consumer and a KEDA trigger that refer to the same queue use the same constant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nats.js import api
+
+from kiln.common.config import positive, setting
+from kiln.common.jetstream import Topology
+
+QUEUES = ("high_priority", "standard", "lumina")
+"""Every worker queue, in the order workers serving several of them take jobs."""
+
+JOBS_STREAM = "JOBS"
+EVENTS_STREAM = "EVENTS"
+ADVISORIES_STREAM = "JOB_ADVISORIES"
+PROGRESS_CONSUMER = "tasks-progress"
+ADVISORIES_CONSUMER = "tasks-advisories"
+WORKERS_BUCKET = "workers"
+QUEUE_STATE_BUCKET = "queue_state"
+CANCELLATIONS_BUCKET = "cancellations"
+IMAGES_STORE = "images"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+def jobs_subject(queue: str) -> str:
+    """Where jobs of `queue` are published."""
+    return f"jobs.{queue}"
+
+
+def worker_consumer(queue: str) -> str:
+    """The durable pull consumer every worker of `queue` shares (KEDA scales on its lag)."""
+    return f"workers-{queue}"
+
+
+def events_subject(task_id: str) -> str:
+    """Where workers publish the events of one task's subtasks."""
+    return f"events.subtasks.{task_id}"
+
+
+EVENTS_WILDCARD = "events.subtasks.>"
+MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.*"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BusSettings:
+    """Delivery limits of the job bus; the tasks service and workers must agree on them."""
+
+    job_ack_wait: float = setting(
+        "JOB_ACK_WAIT_SECONDS",
+        "A job not acknowledged (or heartbeated) within this is redelivered.", 30.0,
+        check=positive)
+    job_max_deliver: int = setting(
+        "JOB_MAX_DELIVER", "Deliveries of one job before it is failed (1 + retries).", 4,
+        check=positive)
+    dedupe_window: float = setting(
+        "JOB_DEDUPE_WINDOW_SECONDS", "How long JetStream drops a re-published job id.", 120.0,
+        check=positive)
+    events_max_age: float = setting(
+        "EVENTS_MAX_AGE_SECONDS", "How long subtask events stay on the stream.", 86400.0,
+        check=positive)
+    worker_heartbeat_ttl: float = setting(
+        "WORKER_HEARTBEAT_TTL_SECONDS", "A worker missing heartbeats this long is gone.", 15.0,
+        check=positive)
+    cancellation_ttl: float = setting(
+        "CANCELLATION_TTL_SECONDS", "How long a task's cancellation record is kept.", 172800.0,
+        check=positive)
+
+
+def streams(settings: BusSettings) -> list[api.StreamConfig]:
+    """The streams of the bus."""
+    return [
+        api.StreamConfig(
+            name=JOBS_STREAM, subjects=[jobs_subject(q) for q in QUEUES],
+            retention=api.RetentionPolicy.WORK_QUEUE, storage=api.StorageType.FILE,
+            duplicate_window=settings.dedupe_window),
+        api.StreamConfig(
+            name=EVENTS_STREAM, subjects=[EVENTS_WILDCARD],
+            retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE,
+            max_age=settings.events_max_age, duplicate_window=settings.dedupe_window),
+        # Advisories are plain NATS messages; capturing them in a stream means a tasks
+        # service that is down when a job dies still hears about it.
+        api.StreamConfig(
+            name=ADVISORIES_STREAM, subjects=[MAX_DELIVERIES_ADVISORY],
+            retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE,
+            max_age=settings.events_max_age),
+    ]
+
+
+def worker_consumer_config(queue: str, settings: BusSettings) -> api.ConsumerConfig:
+    """The shared pull consumer of `queue`."""
+    return api.ConsumerConfig(
+        durable_name=worker_consumer(queue), filter_subject=jobs_subject(queue),
+        ack_policy=api.AckPolicy.EXPLICIT, ack_wait=settings.job_ack_wait,
+        max_deliver=settings.job_max_deliver, max_ack_pending=10_000,
+        deliver_policy=api.DeliverPolicy.ALL)
+
+
+def worker_topology(queues: tuple[str, ...], settings: BusSettings) -> Topology:
+    """What a worker needs: the streams, its queues' consumers, its buckets and the store."""
+    return Topology(
+        streams=streams(settings),
+        consumers=[(JOBS_STREAM, worker_consumer_config(q, settings)) for q in queues],
+        key_value=_buckets(settings),
+        object_stores=[api.ObjectStoreConfig(bucket=IMAGES_STORE,
+                                             storage=api.StorageType.FILE)],
+    )
+
+
+def tasks_topology(settings: BusSettings) -> Topology:
+    """What the tasks service needs: the streams, its event consumers, buckets and store."""
+    return Topology(
+        streams=streams(settings),
+        consumers=[
+            (EVENTS_STREAM, api.ConsumerConfig(
+                durable_name=PROGRESS_CONSUMER, ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=30.0, max_deliver=-1, max_ack_pending=20_000,
+                deliver_policy=api.DeliverPolicy.ALL)),
+            (ADVISORIES_STREAM, api.ConsumerConfig(
+                durable_name=ADVISORIES_CONSUMER, ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=30.0, max_deliver=-1, deliver_policy=api.DeliverPolicy.ALL)),
+        ],
+        key_value=_buckets(settings),
+        object_stores=[api.ObjectStoreConfig(bucket=IMAGES_STORE,
+                                             storage=api.StorageType.FILE)],
+    )
+
+
+def _buckets(settings: BusSettings) -> list[api.KeyValueConfig]:
+    return [
+        api.KeyValueConfig(bucket=WORKERS_BUCKET, ttl=settings.worker_heartbeat_ttl,
+                           history=1, storage=api.StorageType.FILE),
+        api.KeyValueConfig(bucket=QUEUE_STATE_BUCKET, history=5,
+                           storage=api.StorageType.FILE),
+        api.KeyValueConfig(bucket=CANCELLATIONS_BUCKET, ttl=settings.cancellation_ttl,
+                           history=1, storage=api.StorageType.FILE),
+    ]

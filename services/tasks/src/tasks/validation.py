@@ -1,0 +1,310 @@
+"""Checking a task specification before anything is stored: pure, no I/O.
+
+`validate` reports every problem of a request in one InvalidArgument, each naming its field
+by the proto path (`variables["color"].values`, `settings.webhook.url`), so a caller fixes
+everything in one round trip.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+import socket
+import urllib.parse
+from collections.abc import Iterator, Sequence
+
+from kiln.common import errors, ratios
+from tasks import expansion
+from tasks import spec as task_spec
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+_MIN_SECRET_LEN = 16
+_MAX_VALUE_VIOLATIONS = 5
+"""Too-long values reported one by one per variable before the rest are summed up, so a
+huge bad request cannot produce an error too large for the gRPC trailers."""
+
+Violation = errors.FieldViolation
+
+
+def validate(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> int:
+    """The number of subtasks `spec` expands to; raises InvalidArgument listing every problem.
+
+    The count is computed from the lengths of the axes, never by listing combinations, so
+    an absurd request (twenty variables of a thousand values) is refused at once.
+    """
+    violations = [
+        *_check_name(spec.task_name, limits),
+        *_check_variables(spec, limits),
+        *_check_prompts(spec, limits),
+        *_check_scalars(spec, limits),
+        *_check_tags(spec.tags, limits),
+        *_check_webhook(spec.webhook, limits),
+    ]
+    group_violations = list(_check_zip_groups(spec))
+    violations += group_violations
+    total = 0
+    # Axes are only well defined once the zip groups are, and the count needs a valid
+    # multiplier; otherwise the other violations already tell the caller what to fix.
+    if (
+        not group_violations
+        and 0 <= spec.images_per_combination <= limits.max_images_per_combination
+    ):
+        combinations = math.prod(len(spec.variables[axis[0]]) for axis in expansion.axes(spec))
+        total = combinations * spec.images
+        if total > limits.max_subtasks:
+            violations.append(
+                Violation(
+                    "variables" if spec.variables else "images_per_combination",
+                    f"the task expands to {total} subtasks, over the limit of "
+                    f"{limits.max_subtasks} ({combinations} combinations x {spec.images} "
+                    "images per combination)",
+                )
+            )
+    if violations:
+        raise errors.InvalidArgument(violations)
+    return total
+
+
+def _too_long(length: int, limit: int) -> str:
+    return f"is {length} characters, over the limit of {limit}"
+
+
+def _variable_field(name: str) -> str:
+    return f"variables[{json.dumps(name, ensure_ascii=False)}]"
+
+
+def _check_name(name: str, limits: task_spec.Limits) -> Iterator[Violation]:
+    if not name.strip():
+        yield Violation("task_name", "must not be empty")
+    elif len(name) > limits.max_name_len:
+        yield Violation("task_name", _too_long(len(name), limits.max_name_len))
+
+
+def _check_variables(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> Iterator[Violation]:
+    if len(spec.variables) > limits.max_variables:
+        yield Violation(
+            "variables",
+            f"has {len(spec.variables)} variables, over the limit of {limits.max_variables}",
+        )
+    for name, values in spec.variables.items():
+        field = _variable_field(name)
+        if not name:
+            yield Violation(field, "a variable name must not be empty")
+        elif not _NAME.fullmatch(name):
+            yield Violation(
+                field,
+                "is not a valid variable name: use letters, digits and underscores, "
+                "not starting with a digit",
+            )
+        if not values:
+            yield Violation(f"{field}.values", "must have at least one value")
+        elif len(values) > limits.max_values_per_variable:
+            yield Violation(
+                f"{field}.values",
+                f"has {len(values)} values, over the limit of {limits.max_values_per_variable}",
+            )
+        too_long = [i for i, value in enumerate(values) if len(value) > limits.max_value_len]
+        for i in too_long[:_MAX_VALUE_VIOLATIONS]:
+            yield Violation(f"{field}.values[{i}]", _too_long(len(values[i]), limits.max_value_len))
+        if len(too_long) > _MAX_VALUE_VIOLATIONS:
+            yield Violation(
+                f"{field}.values",
+                f"{len(too_long) - _MAX_VALUE_VIOLATIONS} more values are over the limit of "
+                f"{limits.max_value_len} characters",
+            )
+
+
+def _check_zip_groups(spec: task_spec.TaskSpec) -> Iterator[Violation]:
+    owner: dict[str, int] = {}  # variable name -> the first group it appears in
+    for g, group in enumerate(spec.zip_groups):
+        field = f"zip_groups[{g}]"
+        if len(set(group)) < 2:
+            yield Violation(field, f"needs at least two different variables, has {len(set(group))}")
+        for v, name in enumerate(group):
+            member = f"{field}.variables[{v}]"
+            if name not in spec.variables:
+                yield Violation(member, f"names no variable: {name!r}")
+            elif owner.get(name) == g:
+                yield Violation(member, f"{name!r} is listed twice in this group")
+            elif name in owner:
+                yield Violation(member, f"{name!r} is already in zip_groups[{owner[name]}]")
+            else:
+                owner[name] = g
+        lengths = {name: len(spec.variables[name]) for name in group if name in spec.variables}
+        if len(set(lengths.values())) > 1:
+            described = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+            yield Violation(field, f"zipped variables need equally many values: {described}")
+
+
+def _check_prompts(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> Iterator[Violation]:
+    if not spec.prompt_template.strip():
+        yield Violation("prompt_template", "must not be empty")
+    for field, text in (
+        ("prompt_template", spec.prompt_template),
+        ("settings.negative_prompt", spec.negative_prompt),
+    ):
+        if len(text) > limits.max_prompt_len:
+            yield Violation(field, _too_long(len(text), limits.max_prompt_len))
+        template = expansion.parse_template(text)
+        for problem in template.problems:
+            yield Violation(field, problem)
+        known = ", ".join(spec.variables) or "none"
+        for name in template.placeholders:
+            if name not in spec.variables:
+                yield Violation(
+                    field, f"placeholder {{{name}}} names no variable (variables: {known})"
+                )
+
+
+def _check_scalars(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> Iterator[Violation]:
+    images = spec.images_per_combination
+    if not 0 <= images <= limits.max_images_per_combination:
+        yield Violation(
+            "images_per_combination",
+            f"must be between 1 and {limits.max_images_per_combination} (0 means 1), got {images}",
+        )
+    if spec.ratio and spec.ratio not in ratios.RATIO_SIZES:
+        yield Violation("settings.ratio", _unknown("ratio", spec.ratio, tuple(ratios.RATIO_SIZES)))
+    if spec.seed is not None and not 0 <= spec.seed <= task_spec.MAX_SEED:
+        yield Violation(
+            "settings.seed", f"must be between 0 and {task_spec.MAX_SEED}, got {spec.seed}"
+        )
+    if spec.queue not in task_spec.QUEUES:
+        yield Violation("settings.queue", _unknown("queue", spec.queue, task_spec.QUEUES))
+    if spec.output_format not in task_spec.OUTPUT_FORMATS:
+        yield Violation(
+            "settings.output_format",
+            _unknown("output format", spec.output_format, task_spec.OUTPUT_FORMATS),
+        )
+    if not 0 <= spec.priority <= limits.max_priority:
+        yield Violation(
+            "priority", f"must be between 0 and {limits.max_priority}, got {spec.priority}"
+        )
+    if len(spec.request_id) > limits.max_request_id_len:
+        yield Violation("request_id", _too_long(len(spec.request_id), limits.max_request_id_len))
+
+
+def _unknown(what: str, value: str, allowed: Sequence[str]) -> str:
+    return f"unknown {what} {value!r}; use one of {', '.join(allowed)}"
+
+
+def _check_tags(tags: Sequence[str], limits: task_spec.Limits) -> Iterator[Violation]:
+    if len(tags) > limits.max_tags:
+        yield Violation("tags", f"has {len(tags)} tags, over the limit of {limits.max_tags}")
+    for i, tag in enumerate(tags):
+        if not tag.strip():
+            yield Violation(f"tags[{i}]", "must not be empty")
+        elif len(tag) > limits.max_tag_len:
+            yield Violation(f"tags[{i}]", _too_long(len(tag), limits.max_tag_len))
+
+
+def _check_webhook(
+    webhook: task_spec.WebhookSpec | None, limits: task_spec.Limits
+) -> Iterator[Violation]:
+    if webhook is None:
+        return
+    problem = webhook_url_problem(webhook.url, limits)
+    if problem:
+        yield Violation("settings.webhook.url", problem)
+    # The secret is never echoed back: error messages end up in logs.
+    if not webhook.secret:
+        yield Violation("settings.webhook.secret", "is required")
+    elif len(webhook.secret) < _MIN_SECRET_LEN:
+        yield Violation("settings.webhook.secret", f"must be at least {_MIN_SECRET_LEN} characters")
+    for i, event in enumerate(webhook.events):
+        if event not in task_spec.WEBHOOK_EVENTS:
+            yield Violation(
+                f"settings.webhook.events[{i}]",
+                _unknown("event", event, task_spec.WEBHOOK_EVENTS),
+            )
+
+
+def webhook_url_problem(url: str, limits: task_spec.Limits) -> str | None:
+    """Why `url` cannot be a webhook target, or None when it can.
+
+    Only the URL's own host is judged: a DNS name that resolves to a private address
+    passes here and must be refused by the webhook sender, which resolves the name at
+    delivery time and checks every address with `address_refusal`.
+    """
+    problem = _url_text_problem(url, limits.max_webhook_url_len)
+    if problem is not None:
+        return problem
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unclosed `[` around an IPv6 host
+        return "is not a valid URL"
+    problem = _url_parts_problem(parts)
+    if problem is not None or limits.allow_private_webhooks:
+        return problem
+    return host_refusal(_host(parts))
+
+
+def _url_text_problem(url: str, max_len: int) -> str | None:
+    if not url:
+        return "is required"
+    if len(url) > max_len:
+        return _too_long(len(url), max_len)
+    # urlsplit quietly drops some of these characters; refuse them rather than guess.
+    if _URL_FORBIDDEN.search(url):
+        return "must not contain spaces or control characters"
+    return None
+
+
+def _url_parts_problem(parts: urllib.parse.SplitResult) -> str | None:
+    if parts.scheme not in ("http", "https"):
+        return "must be an absolute http or https URL"
+    try:
+        parts.port  # noqa: B018 -- reading it is what validates the port
+    except ValueError:
+        return "has an invalid port"
+    if not _host(parts):
+        return "must have a host"
+    return None
+
+
+def _host(parts: urllib.parse.SplitResult) -> str:
+    # A trailing dot marks a fully qualified name; `localhost.` is still localhost.
+    return (parts.hostname or "").removesuffix(".")
+
+
+def host_refusal(host: str) -> str | None:
+    """Why a webhook may not target `host` (a name or an IP literal), or None."""
+    host = host.lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "must not point at localhost"
+    address = _ip_literal(host)
+    return None if address is None else address_refusal(address)
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    # HTTP clients hand the host to the C resolver, which also reads legacy IPv4 forms
+    # such as `127.1`, `0x7f.0.0.1` or `2130706433`; parse them the same way.
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why a webhook may not be delivered to `address`, or None for a public address."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # ::ffff:127.0.0.1 reaches 127.0.0.1; judge the IPv4 address it carries.
+        address = address.ipv4_mapped
+    if address.is_unspecified:
+        return "must not point at an unspecified address"
+    if address.is_loopback:
+        return "must not point at a loopback address"
+    if address.is_link_local:
+        return "must not point at a link-local address"
+    if address.is_private:
+        return "must not point at a private address"
+    if address.is_multicast or not address.is_global:
+        return "must point at a public address"
+    return None
