@@ -79,7 +79,8 @@ async def provision(js: JetStreamContext, topology: Topology) -> None:
     for kv in topology.key_value:
         await js.create_key_value(kv)
     for store in topology.object_stores:
-        await js.create_object_store(config=store)
+        # nats-py overwrites config.bucket with its `bucket` argument, so pass both.
+        await js.create_object_store(bucket=store.bucket, config=store)
 
 
 async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
