@@ -25,17 +25,20 @@ def rows() -> dict[str, tuple[str, str, list[str]]]:
     table: dict[str, tuple[str, str, list[str]]] = {}
     for variable, by_service in defaults.items():
         values = set(by_service.values())
-        shown = (values.pop() if len(values) == 1
-                 else ", ".join(f"{d} ({s})" for s, d in by_service.items()))
+        shown = (
+            values.pop()
+            if len(values) == 1
+            else ", ".join(f"{d} ({s})" for s, d in by_service.items())
+        )
         table[variable] = (shown, meanings[variable], list(by_service))
     return table
 
 
 def main() -> None:
-    print("| variable | services | default | meaning |")  # noqa: T201
-    print("|---|---|---|---|")  # noqa: T201
+    print("| variable | services | default | meaning |")
+    print("|---|---|---|---|")
     for variable, (default, meaning, services) in sorted(rows().items()):
-        print(f"| `{variable}` | {', '.join(services)} | `{default}` | {meaning} |")  # noqa: T201
+        print(f"| `{variable}` | {', '.join(services)} | `{default}` | {meaning} |")
 
 
 if __name__ == "__main__":

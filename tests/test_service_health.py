@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2
+
 from kiln.common.testing import NatsServer, PostgresServer
 from kiln.common.testing.services import ServiceProcess, migrate
 
@@ -22,9 +23,14 @@ GRPCURL = Path(sys.executable).with_name("grpcurl")
 @pytest.fixture
 def stack_env(private_nats: NatsServer, private_postgres: PostgresServer) -> dict[str, str]:
     database_url = private_postgres.create_database("kiln")
-    env = {"NATS_URL": private_nats.url, "DATABASE_URL": database_url,
-           "AUTH_TARGET": "127.0.0.1:1", "HEALTH_PROBE_INTERVAL_SECONDS": "0.2",
-           "DB_POOL_TIMEOUT_SECONDS": "1", "NATS_RECONNECT_WAIT_SECONDS": "0.2"}
+    env = {
+        "NATS_URL": private_nats.url,
+        "DATABASE_URL": database_url,
+        "AUTH_TARGET": "127.0.0.1:1",
+        "HEALTH_PROBE_INTERVAL_SECONDS": "0.2",
+        "DB_POOL_TIMEOUT_SECONDS": "1",
+        "NATS_RECONNECT_WAIT_SECONDS": "0.2",
+    }
     migrate("tasks", env)
     return env
 
@@ -36,16 +42,20 @@ def tasks_process(stack_env: dict[str, str]) -> Iterator[ServiceProcess]:
 
 
 def _grpcurl(*args: str) -> str:
-    result = subprocess.run([str(GRPCURL), "-plaintext", *args], capture_output=True,
-                            text=True, timeout=30, check=True)
+    result = subprocess.run(
+        [str(GRPCURL), "-plaintext", *args], capture_output=True, text=True, timeout=30, check=True
+    )
     return result.stdout
 
 
 def test_reflection_lists_services(tasks_process: ServiceProcess) -> None:
     """grpcurl can list the services through reflection and check health."""
     listed = _grpcurl(tasks_process.target, "list").split()
-    assert {"kiln.tasks.v1.TaskService", "kiln.tasks.v1.SystemService",
-            "grpc.health.v1.Health"} <= set(listed)
+    assert {
+        "kiln.tasks.v1.TaskService",
+        "kiln.tasks.v1.SystemService",
+        "grpc.health.v1.Health",
+    } <= set(listed)
     health = json.loads(_grpcurl(tasks_process.target, "grpc.health.v1.Health/Check"))
     assert health == {"status": "SERVING"}
 
@@ -58,8 +68,9 @@ def test_health_follows_nats(tasks_process: ServiceProcess, private_nats: NatsSe
     tasks_process.wait_health(SERVING, timeout=20)
 
 
-def test_health_follows_postgres(tasks_process: ServiceProcess,
-                                 private_postgres: PostgresServer) -> None:
+def test_health_follows_postgres(
+    tasks_process: ServiceProcess, private_postgres: PostgresServer
+) -> None:
     """Health goes NOT_SERVING while PostgreSQL is down and SERVING again after it restarts."""
     private_postgres.kill()
     tasks_process.wait_health(NOT_SERVING, timeout=15)
@@ -72,11 +83,11 @@ def test_sigterm_exits_cleanly(tasks_process: ServiceProcess) -> None:
     assert tasks_process.stop() == 0
 
 
-def test_unmigrated_schema_refuses_to_start(private_nats: NatsServer,
-                                            private_postgres: PostgresServer) -> None:
+def test_unmigrated_schema_refuses_to_start(
+    private_nats: NatsServer, private_postgres: PostgresServer
+) -> None:
     """A service whose schema is older than its code exits and says how to migrate."""
-    env = {"NATS_URL": private_nats.url,
-           "DATABASE_URL": private_postgres.create_database("empty")}
+    env = {"NATS_URL": private_nats.url, "DATABASE_URL": private_postgres.create_database("empty")}
     process = ServiceProcess("tasks", env).start(wait=False)
     try:
         assert process.process is not None
@@ -86,14 +97,21 @@ def test_unmigrated_schema_refuses_to_start(private_nats: NatsServer,
         process.close()
 
 
-@pytest.mark.parametrize(("variable", "value"), [("DATABASE_URL", ""), ("GRPC_PORT", "x"),
-                                                 ("JOB_MAX_DELIVER", "0")])
+@pytest.mark.parametrize(
+    ("variable", "value"), [("DATABASE_URL", ""), ("GRPC_PORT", "x"), ("JOB_MAX_DELIVER", "0")]
+)
 def test_bad_config_names_the_variable(variable: str, value: str) -> None:
     """A missing or malformed setting stops the start with exit code 2 and its name."""
     env = {"DATABASE_URL": "postgresql://127.0.0.1:1/none", variable: value}
-    result = subprocess.run([sys.executable, "-m", "tasks"], env={"PATH": "", **env},
-                            capture_output=True, text=True, timeout=30, check=False,
-                            cwd=Path(__file__).parent)
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks"],
+        env={"PATH": "", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=Path(__file__).parent,
+    )
     assert result.returncode == 2
     assert variable in result.stderr
     assert "Traceback" not in result.stderr

@@ -15,20 +15,26 @@ from kiln.common.settings import ServerSettings
 from kiln.common.testing.tokens import TestSigner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scripted_servicer import ScriptedAuthServicer  # noqa: E402
+from scripted_servicer import ScriptedAuthServicer
 
 
 async def main(port_file: Path) -> None:
-    settings = ServerSettings(grpc_host="127.0.0.1", grpc_port=0, shutdown_delay=1.0,
-                              grace_period=10.0)
+    settings = ServerSettings(
+        grpc_host="127.0.0.1", grpc_port=0, shutdown_delay=1.0, grace_period=10.0
+    )
     servicer = ScriptedAuthServicer()
     host = server.ServiceHost(
         settings,
-        [server.GrpcService("kiln.auth.v1.AuthService",
-                            lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(
-                                servicer, s))],
+        [
+            server.GrpcService(
+                "kiln.auth.v1.AuthService",
+                lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, s),
+            )
+        ],
         interceptors=interceptors.standard_interceptors(
-            TestSigner().verifier(), {"/kiln.auth.v1.AuthService/ListUsers"}))
+            TestSigner().verifier(), {"/kiln.auth.v1.AuthService/ListUsers"}
+        ),
+    )
     await host.start()
     host.install_signal_handlers()
     port_file.write_text(str(host.port))

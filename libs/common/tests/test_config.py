@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
 from kiln.common import config
 from kiln.common.config import ConfigError, non_negative, positive, setting
 from kiln.common.settings import DatabaseSettings, ServerSettings
@@ -21,9 +22,17 @@ class Sample(ServerSettings, DatabaseSettings):
 
 def test_defaults_and_types() -> None:
     """Unset variables take their defaults; set ones are converted to the field's type."""
-    loaded = config.load(Sample, {"DATABASE_URL": "postgresql://x/y", "SAMPLE_RATIO": "2.5",
-                                  "SAMPLE_NAMES": "x, y,,z", "SAMPLE_ENABLED": "yes",
-                                  "GRPC_PORT": "0"}, env_file=None)
+    loaded = config.load(
+        Sample,
+        {
+            "DATABASE_URL": "postgresql://x/y",
+            "SAMPLE_RATIO": "2.5",
+            "SAMPLE_NAMES": "x, y,,z",
+            "SAMPLE_ENABLED": "yes",
+            "GRPC_PORT": "0",
+        },
+        env_file=None,
+    )
     assert loaded.ratio == 2.5
     assert loaded.names == ("x", "y", "z")
     assert loaded.enabled is True
@@ -40,13 +49,16 @@ def test_missing_required_value_names_the_variable() -> None:
     assert "required" in str(caught.value)
 
 
-@pytest.mark.parametrize(("variable", "value", "problem"), [
-    ("GRPC_PORT", "eighty", "whole number"),
-    ("SAMPLE_RATIO", "-1", "greater than 0"),
-    ("SAMPLE_ENABLED", "maybe", "true or false"),
-    ("LOG_LEVEL", "loud", "one of"),
-    ("LIMIT", "-4", "0 or more"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("GRPC_PORT", "eighty", "whole number"),
+        ("SAMPLE_RATIO", "-1", "greater than 0"),
+        ("SAMPLE_ENABLED", "maybe", "true or false"),
+        ("LOG_LEVEL", "loud", "one of"),
+        ("LIMIT", "-4", "0 or more"),
+    ],
+)
 def test_bad_value_names_the_variable(variable: str, value: str, problem: str) -> None:
     """A malformed value is refused with the variable's name and what is wrong."""
     with pytest.raises(ConfigError) as caught:
@@ -68,8 +80,7 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
 
 def test_fallback_variable_is_used() -> None:
     """A setting with several names takes the first one that is set."""
-    loaded = config.load(Sample, {"DATABASE_URL": "postgresql://x/y", "LIMIT": "9"},
-                         env_file=None)
+    loaded = config.load(Sample, {"DATABASE_URL": "postgresql://x/y", "LIMIT": "9"}, env_file=None)
     assert loaded.limit == 9
 
 
@@ -81,8 +92,9 @@ def test_describe_hides_secrets() -> None:
     assert rows["SAMPLE_NAMES"][0] == "a,b"
 
 
-def test_load_or_exit_prints_the_variable(capsys: pytest.CaptureFixture[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_or_exit_prints_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A process entry point exits with status 2 and the variable's name on stderr."""
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.chdir(Path(__file__).parent)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
+
 from kiln.common import db, migrations
 from kiln.common.settings import DatabaseSettings
-from sqlalchemy import text
 from tasks import app as tasks_app
 
 
@@ -29,10 +30,12 @@ async def test_schema_check_and_upgrade(database_url: str) -> None:
         await migrations.ensure_current(engine, tasks_app.MIGRATIONS, "tasks", "tasks")
         async with engine.connect() as connection:
             public_table = await connection.scalar(
-                text("SELECT to_regclass('public.alembic_version')"))
+                text("SELECT to_regclass('public.alembic_version')")
+            )
         assert public_table is None
         assert await migrations.current_revision(engine, "tasks") == migrations.head_revision(
-            tasks_app.MIGRATIONS)
+            tasks_app.MIGRATIONS
+        )
     finally:
         await engine.dispose()
 
@@ -40,7 +43,8 @@ async def test_schema_check_and_upgrade(database_url: str) -> None:
 async def test_statement_timeout_applies(database_url: str) -> None:
     """The configured statement timeout bounds every query."""
     engine = db.create_engine(
-        DatabaseSettings(database_url=database_url, db_statement_timeout=0.2), "test")
+        DatabaseSettings(database_url=database_url, db_statement_timeout=0.2), "test"
+    )
     try:
         async with engine.connect() as connection:
             with pytest.raises(Exception, match="statement timeout"):

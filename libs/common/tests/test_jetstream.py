@@ -6,10 +6,12 @@ import asyncio
 import dataclasses
 
 import nats
+from nats.aio.client import Client
+from nats.js import api
+
 from kiln.common import bus, jetstream
 from kiln.common.settings import NatsSettings
 from kiln.common.testing import NatsServer
-from nats.js import api
 
 
 async def test_provision_is_idempotent_and_updates(private_nats: NatsServer) -> None:
@@ -22,8 +24,13 @@ async def test_provision_is_idempotent_and_updates(private_nats: NatsServer) -> 
         await jetstream.provision(js, topology)
         await jetstream.provision(js, topology)
         streams = {s.config.name for s in await js.streams_info()}
-        assert {bus.JOBS_STREAM, bus.EVENTS_STREAM, bus.ADVISORIES_STREAM,
-                f"OBJ_{bus.IMAGES_STORE}", f"KV_{bus.WORKERS_BUCKET}"} <= streams
+        assert {
+            bus.JOBS_STREAM,
+            bus.EVENTS_STREAM,
+            bus.ADVISORIES_STREAM,
+            f"OBJ_{bus.IMAGES_STORE}",
+            f"KV_{bus.WORKERS_BUCKET}",
+        } <= streams
 
         changed = dataclasses.replace(settings, dedupe_window=30.0)
         await jetstream.provision(js, bus.tasks_topology(changed))
@@ -43,7 +50,8 @@ async def test_provision_is_idempotent_and_updates(private_nats: NatsServer) -> 
 async def test_connection_survives_a_restart(private_nats: NatsServer) -> None:
     """The client reconnects by itself after the server comes back."""
     client = await jetstream.connect(
-        NatsSettings(nats_url=private_nats.url, nats_reconnect_wait=0.1), "test")
+        NatsSettings(nats_url=private_nats.url, nats_reconnect_wait=0.1), "test"
+    )
     try:
         private_nats.kill()
         private_nats.restart()
@@ -60,13 +68,13 @@ async def test_connect_names_the_client(private_nats: NatsServer) -> None:
     """Connections carry the service name (it shows in NATS monitoring)."""
     client = await jetstream.connect(NatsSettings(nats_url=private_nats.url), "tasks")
     try:
-        assert isinstance(client, nats.aio.client.Client)
+        assert isinstance(client, Client)
         assert client.options["name"] == "tasks"
     finally:
         await client.close()
 
 
-async def _ping_quietly(client: nats.aio.client.Client) -> bool:
+async def _ping_quietly(client: Client) -> bool:
     try:
         return await asyncio.wait_for(jetstream.ping(client), 1)
     except (TimeoutError, nats.errors.Error):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
 
 
@@ -30,7 +31,9 @@ async def test_sigterm_drains_in_flight_rpc_and_flips_health(tmp_path: Path) -> 
     port_file = tmp_path / "port"
     process = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("slow_server.py")), str(port_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         port = await _wait_for_port(port_file, process)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -38,8 +41,11 @@ async def test_sigterm_drains_in_flight_rpc_and_flips_health(tmp_path: Path) -> 
             before = await health.Check(health_pb2.HealthCheckRequest())
             assert before.status == health_pb2.HealthCheckResponse.SERVING
 
-            slow_call = asyncio.ensure_future(auth_pb2_grpc.AuthServiceStub(channel).ListUsers(
-                auth_pb2.ListUsersRequest(page_size=20)))  # sleeps 2 s in the server
+            slow_call = asyncio.ensure_future(
+                auth_pb2_grpc.AuthServiceStub(channel).ListUsers(
+                    auth_pb2.ListUsersRequest(page_size=20)
+                )
+            )  # sleeps 2 s in the server
             await asyncio.sleep(0.3)
             process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.2)

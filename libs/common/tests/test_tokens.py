@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+
 from kiln.common import errors
 from kiln.common.principal import Role
 from kiln.common.testing.tokens import TestSigner
@@ -37,25 +39,28 @@ def _tamper(token: str) -> str:
 
 
 def _alg_none(signer: TestSigner) -> str:
-    return jwt.encode(signer.claims(), None, algorithm="none", headers={"kid": signer.kid})
+    return jwt.encode(signer.claims(), "", algorithm="none", headers={"kid": signer.kid})
 
 
 def _hs256_with_public_key(signer: TestSigner) -> str:
     public_pem = signer.public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     header = base64.urlsafe_b64encode(
-        json.dumps({"alg": "HS256", "typ": "JWT", "kid": signer.kid}).encode()).rstrip(b"=")
+        json.dumps({"alg": "HS256", "typ": "JWT", "kid": signer.kid}).encode()
+    ).rstrip(b"=")
     payload = base64.urlsafe_b64encode(json.dumps(signer.claims()).encode()).rstrip(b"=")
     import hashlib  # noqa: PLC0415
     import hmac  # noqa: PLC0415
 
     signing_input = header + b"." + payload
     signature = base64.urlsafe_b64encode(
-        hmac.new(public_pem, signing_input, hashlib.sha256).digest()).rstrip(b"=")
+        hmac.new(public_pem, signing_input, hashlib.sha256).digest()
+    ).rstrip(b"=")
     return (signing_input + b"." + signature).decode()
 
 
-BAD_TOKENS = {
+BAD_TOKENS: dict[str, Callable[[TestSigner], str]] = {
     "expired": lambda s: s.token(exp=int(time.time()) - 60),
     "not_yet_valid": lambda s: s.token(nbf=int(time.time()) + 600),
     "wrong_audience": lambda s: s.token(aud="someone-else"),

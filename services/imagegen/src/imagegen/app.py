@@ -18,14 +18,21 @@ async def serve(config: ImagegenConfig) -> None:
     nc = await jetstream.connect(config, "imagegen")
     await jetstream.provision(nc.jetstream(), bus.worker_topology(config.worker_queues, config))
     auth_channel = grpc.aio.insecure_channel(config.auth_target)
-    verifier = TokenVerifier(jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
-                             config.jwt_issuer, config.jwt_audience, config.jwt_leeway)
+    verifier = TokenVerifier(
+        jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
+        config.jwt_issuer,
+        config.jwt_audience,
+        config.jwt_leeway,
+    )
     servicer = ImageGenServicer()
     host = server.ServiceHost(
         config,
-        [server.GrpcService(SERVICE_NAME,
-                            lambda s: imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server(
-                                servicer, s))],
+        [
+            server.GrpcService(
+                SERVICE_NAME,
+                lambda s: imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server(servicer, s),
+            )
+        ],
         interceptors=interceptors.standard_interceptors(verifier),
         dependencies=[server.Dependency("nats", lambda: jetstream.ping(nc))],
     )

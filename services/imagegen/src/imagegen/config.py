@@ -20,13 +20,20 @@ def _known_queues(queues: tuple[str, ...]) -> str | None:
 class ImagegenConfig(ServerSettings, NatsSettings, TokenSettings, BusSettings):
     """Every setting of an imagegen worker process."""
 
-    grpc_port: int = setting("GRPC_PORT", "gRPC port; 0 picks a free one.", 50053,
-                             check=non_negative)
+    grpc_port: int = setting(
+        "GRPC_PORT", "gRPC port; 0 picks a free one.", 50053, check=non_negative
+    )
     auth_target: str = setting(
-        "AUTH_TARGET", "host:port of the auth service, whose public keys verify tokens.",
-        "127.0.0.1:50051")
+        "AUTH_TARGET",
+        "host:port of the auth service, whose public keys verify tokens.",
+        "127.0.0.1:50051",
+    )
     worker_queues: tuple[str, ...] = setting(
-        "WORKER_QUEUES", "Queues this worker serves, highest priority first.",
-        ("high_priority", "standard"), check=_known_queues)
+        "WORKER_QUEUES",
+        "Queues this worker serves, highest priority first.",
+        ("high_priority", "standard"),
+        check=_known_queues,
+    )
     worker_concurrency: int = setting(
-        "WORKER_CONCURRENCY", "Jobs one worker process runs at once.", 2, check=positive)
+        "WORKER_CONCURRENCY", "Jobs one worker process runs at once.", 2, check=positive
+    )

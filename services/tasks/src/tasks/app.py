@@ -31,8 +31,12 @@ async def serve(config: TasksConfig) -> None:
     nc = await jetstream.connect(config, "tasks")
     await jetstream.provision(nc.jetstream(), bus.tasks_topology(config))
     auth_channel = grpc.aio.insecure_channel(config.auth_target)
-    verifier = TokenVerifier(jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
-                             config.jwt_issuer, config.jwt_audience, config.jwt_leeway)
+    verifier = TokenVerifier(
+        jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
+        config.jwt_issuer,
+        config.jwt_audience,
+        config.jwt_leeway,
+    )
     task_servicer, system_servicer = TaskServicer(), SystemServicer()
     host = server.ServiceHost(
         config,

@@ -13,8 +13,11 @@ from kiln.common.settings import DatabaseSettings, NatsSettings, ServerSettings,
 class TasksConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings, BusSettings):
     """Every setting of the tasks service."""
 
-    grpc_port: int = setting("GRPC_PORT", "gRPC port; 0 picks a free one.", 50052,
-                             check=non_negative)
+    grpc_port: int = setting(
+        "GRPC_PORT", "gRPC port; 0 picks a free one.", 50052, check=non_negative
+    )
     auth_target: str = setting(
-        "AUTH_TARGET", "host:port of the auth service, whose public keys verify tokens.",
-        "127.0.0.1:50051")
+        "AUTH_TARGET",
+        "host:port of the auth service, whose public keys verify tokens.",
+        "127.0.0.1:50051",
+    )

@@ -24,7 +24,7 @@ _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 _MIN_SECRET_LEN = 16
 _MAX_VALUE_VIOLATIONS = 5
 """Too-long values reported one by one per variable before the rest are summed up, so a
-huge bad request cannot produce an error too large for the gRPC trailers."""
+list of a thousand long values gives a readable error rather than a thousand lines."""
 
 Violation = errors.FieldViolation
 
@@ -59,8 +59,8 @@ def validate(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> int:
                 Violation(
                     "variables" if spec.variables else "images_per_combination",
                     f"the task expands to {total} subtasks, over the limit of "
-                    f"{limits.max_subtasks} ({combinations} combinations x {spec.images} "
-                    "images per combination)",
+                    f"{limits.max_subtasks} ({combinations} combinations, {spec.images} "
+                    "images each)",
                 )
             )
     if violations:

@@ -53,52 +53,83 @@ class BusSettings:
 
     job_ack_wait: float = setting(
         "JOB_ACK_WAIT_SECONDS",
-        "A job not acknowledged (or heartbeated) within this is redelivered.", 30.0,
-        check=positive)
+        "A job not acknowledged (or heartbeated) within this is redelivered.",
+        30.0,
+        check=positive,
+    )
     job_max_deliver: int = setting(
-        "JOB_MAX_DELIVER", "Deliveries of one job before it is failed (1 + retries).", 4,
-        check=positive)
+        "JOB_MAX_DELIVER",
+        "Deliveries of one job before it is failed (1 + retries).",
+        4,
+        check=positive,
+    )
     dedupe_window: float = setting(
-        "JOB_DEDUPE_WINDOW_SECONDS", "How long JetStream drops a re-published job id.", 120.0,
-        check=positive)
+        "JOB_DEDUPE_WINDOW_SECONDS",
+        "How long JetStream drops a re-published job id.",
+        120.0,
+        check=positive,
+    )
     events_max_age: float = setting(
-        "EVENTS_MAX_AGE_SECONDS", "How long subtask events stay on the stream.", 86400.0,
-        check=positive)
+        "EVENTS_MAX_AGE_SECONDS",
+        "How long subtask events stay on the stream.",
+        86400.0,
+        check=positive,
+    )
     worker_heartbeat_ttl: float = setting(
-        "WORKER_HEARTBEAT_TTL_SECONDS", "A worker missing heartbeats this long is gone.", 15.0,
-        check=positive)
+        "WORKER_HEARTBEAT_TTL_SECONDS",
+        "A worker missing heartbeats this long is gone.",
+        15.0,
+        check=positive,
+    )
     cancellation_ttl: float = setting(
-        "CANCELLATION_TTL_SECONDS", "How long a task's cancellation record is kept.", 172800.0,
-        check=positive)
+        "CANCELLATION_TTL_SECONDS",
+        "How long a task's cancellation record is kept.",
+        172800.0,
+        check=positive,
+    )
 
 
 def streams(settings: BusSettings) -> list[api.StreamConfig]:
     """The streams of the bus."""
     return [
         api.StreamConfig(
-            name=JOBS_STREAM, subjects=[jobs_subject(q) for q in QUEUES],
-            retention=api.RetentionPolicy.WORK_QUEUE, storage=api.StorageType.FILE,
-            duplicate_window=settings.dedupe_window),
+            name=JOBS_STREAM,
+            subjects=[jobs_subject(q) for q in QUEUES],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            duplicate_window=settings.dedupe_window,
+        ),
         api.StreamConfig(
-            name=EVENTS_STREAM, subjects=[EVENTS_WILDCARD],
-            retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE,
-            max_age=settings.events_max_age, duplicate_window=settings.dedupe_window),
+            name=EVENTS_STREAM,
+            subjects=[EVENTS_WILDCARD],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            max_age=settings.events_max_age,
+            duplicate_window=settings.dedupe_window,
+        ),
         # Advisories are plain NATS messages; capturing them in a stream means a tasks
         # service that is down when a job dies still hears about it.
         api.StreamConfig(
-            name=ADVISORIES_STREAM, subjects=[MAX_DELIVERIES_ADVISORY],
-            retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE,
-            max_age=settings.events_max_age),
+            name=ADVISORIES_STREAM,
+            subjects=[MAX_DELIVERIES_ADVISORY],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            max_age=settings.events_max_age,
+        ),
     ]
 
 
 def worker_consumer_config(queue: str, settings: BusSettings) -> api.ConsumerConfig:
     """The shared pull consumer of `queue`."""
     return api.ConsumerConfig(
-        durable_name=worker_consumer(queue), filter_subject=jobs_subject(queue),
-        ack_policy=api.AckPolicy.EXPLICIT, ack_wait=settings.job_ack_wait,
-        max_deliver=settings.job_max_deliver, max_ack_pending=10_000,
-        deliver_policy=api.DeliverPolicy.ALL)
+        durable_name=worker_consumer(queue),
+        filter_subject=jobs_subject(queue),
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=settings.job_ack_wait,
+        max_deliver=settings.job_max_deliver,
+        max_ack_pending=10_000,
+        deliver_policy=api.DeliverPolicy.ALL,
+    )
 
 
 def worker_topology(queues: tuple[str, ...], settings: BusSettings) -> Topology:
@@ -107,8 +138,7 @@ def worker_topology(queues: tuple[str, ...], settings: BusSettings) -> Topology:
         streams=streams(settings),
         consumers=[(JOBS_STREAM, worker_consumer_config(q, settings)) for q in queues],
         key_value=_buckets(settings),
-        object_stores=[api.ObjectStoreConfig(bucket=IMAGES_STORE,
-                                             storage=api.StorageType.FILE)],
+        object_stores=[api.ObjectStoreConfig(bucket=IMAGES_STORE, storage=api.StorageType.FILE)],
     )
 
 
@@ -117,26 +147,46 @@ def tasks_topology(settings: BusSettings) -> Topology:
     return Topology(
         streams=streams(settings),
         consumers=[
-            (EVENTS_STREAM, api.ConsumerConfig(
-                durable_name=PROGRESS_CONSUMER, ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=30.0, max_deliver=-1, max_ack_pending=20_000,
-                deliver_policy=api.DeliverPolicy.ALL)),
-            (ADVISORIES_STREAM, api.ConsumerConfig(
-                durable_name=ADVISORIES_CONSUMER, ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=30.0, max_deliver=-1, deliver_policy=api.DeliverPolicy.ALL)),
+            (
+                EVENTS_STREAM,
+                api.ConsumerConfig(
+                    durable_name=PROGRESS_CONSUMER,
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    ack_wait=30.0,
+                    max_deliver=-1,
+                    max_ack_pending=20_000,
+                    deliver_policy=api.DeliverPolicy.ALL,
+                ),
+            ),
+            (
+                ADVISORIES_STREAM,
+                api.ConsumerConfig(
+                    durable_name=ADVISORIES_CONSUMER,
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    ack_wait=30.0,
+                    max_deliver=-1,
+                    deliver_policy=api.DeliverPolicy.ALL,
+                ),
+            ),
         ],
         key_value=_buckets(settings),
-        object_stores=[api.ObjectStoreConfig(bucket=IMAGES_STORE,
-                                             storage=api.StorageType.FILE)],
+        object_stores=[api.ObjectStoreConfig(bucket=IMAGES_STORE, storage=api.StorageType.FILE)],
     )
 
 
 def _buckets(settings: BusSettings) -> list[api.KeyValueConfig]:
     return [
-        api.KeyValueConfig(bucket=WORKERS_BUCKET, ttl=settings.worker_heartbeat_ttl,
-                           history=1, storage=api.StorageType.FILE),
-        api.KeyValueConfig(bucket=QUEUE_STATE_BUCKET, history=5,
-                           storage=api.StorageType.FILE),
-        api.KeyValueConfig(bucket=CANCELLATIONS_BUCKET, ttl=settings.cancellation_ttl,
-                           history=1, storage=api.StorageType.FILE),
+        api.KeyValueConfig(
+            bucket=WORKERS_BUCKET,
+            ttl=settings.worker_heartbeat_ttl,
+            history=1,
+            storage=api.StorageType.FILE,
+        ),
+        api.KeyValueConfig(bucket=QUEUE_STATE_BUCKET, history=5, storage=api.StorageType.FILE),
+        api.KeyValueConfig(
+            bucket=CANCELLATIONS_BUCKET,
+            ttl=settings.cancellation_ttl,
+            history=1,
+            storage=api.StorageType.FILE,
+        ),
     ]

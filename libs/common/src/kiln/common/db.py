@@ -13,7 +13,7 @@ def sqlalchemy_url(url: str) -> str:
     """`url` with the psycopg 3 driver named, accepting plain `postgresql://` URLs."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     raise ValueError("the database URL must start with postgresql://")
 
 

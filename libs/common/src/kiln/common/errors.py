@@ -36,11 +36,17 @@ class KilnError(Exception):
         self.message = message
         self.metadata = dict(metadata or {})
 
-    def details(self) -> list[error_details_pb2.ErrorInfo | error_details_pb2.BadRequest
-                              | error_details_pb2.RetryInfo]:
+    def details(
+        self,
+    ) -> list[
+        error_details_pb2.ErrorInfo | error_details_pb2.BadRequest | error_details_pb2.RetryInfo
+    ]:
         """The `google.rpc` detail messages this error carries."""
-        return [error_details_pb2.ErrorInfo(
-            reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)]
+        return [
+            error_details_pb2.ErrorInfo(
+                reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+            )
+        ]
 
 
 class InvalidArgument(KilnError):
@@ -60,11 +66,19 @@ class InvalidArgument(KilnError):
         """An error about a single field."""
         return cls([FieldViolation(field, description)])
 
-    def details(self) -> list[error_details_pb2.ErrorInfo | error_details_pb2.BadRequest
-                              | error_details_pb2.RetryInfo]:
-        bad_request = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in self.violations])
+    def details(
+        self,
+    ) -> list[
+        error_details_pb2.ErrorInfo | error_details_pb2.BadRequest | error_details_pb2.RetryInfo
+    ]:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in self.violations
+            ]
+        )
         return [bad_request, *super().details()]
 
 
@@ -89,8 +103,10 @@ class NotFound(KilnError):
     reason = "NOT_FOUND"
 
     def __init__(self, resource: str, resource_id: str) -> None:
-        super().__init__(f"{resource} {resource_id!r} not found",
-                         metadata={"resource": resource, "id": resource_id})
+        super().__init__(
+            f"{resource} {resource_id!r} not found",
+            metadata={"resource": resource, "id": resource_id},
+        )
 
 
 class AlreadyExists(KilnError):
@@ -113,13 +129,21 @@ class ResourceExhausted(KilnError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "RESOURCE_EXHAUSTED"
 
-    def __init__(self, message: str, *, retry_after: float | None = None,
-                 metadata: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message, metadata=metadata)
         self.retry_after = retry_after
 
-    def details(self) -> list[error_details_pb2.ErrorInfo | error_details_pb2.BadRequest
-                              | error_details_pb2.RetryInfo]:
+    def details(
+        self,
+    ) -> list[
+        error_details_pb2.ErrorInfo | error_details_pb2.BadRequest | error_details_pb2.RetryInfo
+    ]:
         found = super().details()
         if self.retry_after is not None:
             delay = duration_pb2.Duration()
@@ -158,13 +182,26 @@ def _dependency_failures() -> tuple[tuple[tuple[type[BaseException], ...], str],
     import sqlalchemy.exc  # noqa: PLC0415
 
     return (
-        ((sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-          sqlalchemy.exc.TimeoutError, psycopg.OperationalError),
-         "the database is unavailable; try again shortly"),
-        ((nats.errors.ConnectionClosedError, nats.errors.NoServersError,
-          nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError,
-          nats.errors.StaleConnectionError, nats.errors.OutboundBufferLimitError),
-         "the message bus is unavailable; try again shortly"),
+        (
+            (
+                sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.InterfaceError,
+                sqlalchemy.exc.TimeoutError,
+                psycopg.OperationalError,
+            ),
+            "the database is unavailable; try again shortly",
+        ),
+        (
+            (
+                nats.errors.ConnectionClosedError,
+                nats.errors.NoServersError,
+                nats.errors.TimeoutError,
+                nats.errors.ConnectionReconnectingError,
+                nats.errors.StaleConnectionError,
+                nats.errors.OutboundBufferLimitError,
+            ),
+            "the message bus is unavailable; try again shortly",
+        ),
         ((ConnectionError,), "a dependency is unavailable; try again shortly"),
     )
 

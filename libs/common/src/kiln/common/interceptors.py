@@ -28,6 +28,7 @@ ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 log = structlog.get_logger("kiln.rpc")
 
+
 class _Undecodable:
     """Stands in for a request whose bytes did not parse, so the RPC can refuse it cleanly."""
 
@@ -35,8 +36,9 @@ class _Undecodable:
         self.message_type = message_type
 
 
-def _safe_deserializer(deserializer: Callable[[bytes], Any] | None,
-                       method: str) -> Callable[[bytes], Any] | None:
+def _safe_deserializer(
+    deserializer: Callable[[bytes], Any] | None, method: str
+) -> Callable[[bytes], Any] | None:
     # grpc answers UNKNOWN when a deserializer raises; catching it here lets us answer
     # INVALID_ARGUMENT instead.
     if deserializer is None:
@@ -54,7 +56,8 @@ def _safe_deserializer(deserializer: Callable[[bytes], Any] | None,
 def _check_decoded(request: Any) -> Any:
     if isinstance(request, _Undecodable):
         raise errors.InvalidArgument.field(
-            "request", f"the request body is not a valid {request.message_type} message")
+            "request", f"the request body is not a valid {request.message_type} message"
+        )
     return request
 
 
@@ -63,10 +66,12 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield _check_decoded(request)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str,
-          before: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[None]] | None,
-          guard: Callable[[Callable[[], Any], grpc.aio.ServicerContext[Any, Any], bool],
-                          Any]) -> grpc.RpcMethodHandler:
+def _wrap(
+    handler: grpc.RpcMethodHandler,
+    method: str,
+    before: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[None]] | None,
+    guard: Callable[[Callable[[], Any], grpc.aio.ServicerContext[Any, Any], bool], Any],
+) -> grpc.RpcMethodHandler:
     """Rebuilds `handler` so its behaviour runs inside `guard` after `before`."""
     deserializer = _safe_deserializer(handler.request_deserializer, method)
     serializer = handler.response_serializer
@@ -80,6 +85,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str,
                     await before(context)
                 result = inner_uu(_check_decoded(request), context)
                 return await result if inspect.isawaitable(result) else result
+
             return await guard(call, context, False)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, serializer)
@@ -87,12 +93,14 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str,
     if handler.unary_stream is not None:
         inner_us = handler.unary_stream
 
-        async def unary_stream(request: Any,
-                               context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             async def call() -> AsyncIterator[Any]:
                 if before is not None:
                     await before(context)
                 return _as_async_iter(inner_us(_check_decoded(request), context))
+
             async for response in guard(call, context, True):
                 yield response
 
@@ -101,25 +109,29 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str,
     if handler.stream_unary is not None:
         inner_su = handler.stream_unary
 
-        async def stream_unary(requests: AsyncIterator[Any],
-                               context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def stream_unary(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
             async def call() -> Any:
                 if before is not None:
                     await before(context)
                 result = inner_su(_checked_stream(requests), context)
                 return await result if inspect.isawaitable(result) else result
+
             return await guard(call, context, False)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, deserializer, serializer)
 
     inner_ss = handler.stream_stream
 
-    async def stream_stream(requests: AsyncIterator[Any],
-                            context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def stream_stream(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         async def call() -> AsyncIterator[Any]:
             if before is not None:
                 await before(context)
             return _as_async_iter(inner_ss(_checked_stream(requests), context))
+
         async for response in guard(call, context, True):
             yield response
 
@@ -160,7 +172,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
@@ -168,20 +181,28 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return None
         method: str = details.method
         given = _metadata_value(details.invocation_metadata, REQUEST_ID_KEY)
-        request_id = (given if given and len(given) <= _MAX_REQUEST_ID_LENGTH
-                      and given.isprintable() else uuid.uuid4().hex)
+        request_id = (
+            given
+            if given and len(given) <= _MAX_REQUEST_ID_LENGTH and given.isprintable()
+            else uuid.uuid4().hex
+        )
 
-        def guard(call: Callable[[], Any], context: grpc.aio.ServicerContext[Any, Any],
-                  streaming: bool) -> Any:
+        def guard(
+            call: Callable[[], Any], context: grpc.aio.ServicerContext[Any, Any], streaming: bool
+        ) -> Any:
             if streaming:
                 return self._guard_stream(call, context, method, request_id)
             return self._guard_unary(call, context, method, request_id)
 
         return _wrap(handler, method, None, guard)
 
-    async def _guard_unary(self, call: Callable[[], Awaitable[Any]],
-                           context: grpc.aio.ServicerContext[Any, Any], method: str,
-                           request_id: str) -> Any:
+    async def _guard_unary(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        request_id: str,
+    ) -> Any:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
@@ -194,9 +215,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         finally:
             _access_log(method, code, started, request_id, context)
 
-    async def _guard_stream(self, call: Callable[[], Awaitable[AsyncIterator[Any]]],
-                            context: grpc.aio.ServicerContext[Any, Any], method: str,
-                            request_id: str) -> AsyncIterator[Any]:
+    async def _guard_stream(
+        self,
+        call: Callable[[], Awaitable[AsyncIterator[Any]]],
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        request_id: str,
+    ) -> AsyncIterator[Any]:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
@@ -210,8 +235,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         finally:
             _access_log(method, code, started, request_id, context)
 
-    async def _handle(self, exc: BaseException, context: grpc.aio.ServicerContext[Any, Any],
-                      method: str, request_id: str) -> grpc.StatusCode:
+    async def _handle(
+        self,
+        exc: BaseException,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        request_id: str,
+    ) -> grpc.StatusCode:
         """Aborts the RPC for `exc` (which raises) and returns the code, for the access log."""
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             return grpc.StatusCode.CANCELLED
@@ -223,21 +253,36 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             log.error("rpc_internal_error", error_id=error_id, exc_info=exc)
             error = errors.Internal(error_id)
         elif isinstance(error, errors.Unavailable):
-            log.warning("rpc_dependency_unavailable", error=error.message,
-                        cause=type(exc).__name__)
+            log.warning("rpc_dependency_unavailable", error=error.message, cause=type(exc).__name__)
         status = errors.to_status_proto(error, request_id=request_id)
-        await context.abort(error.code, error.message, trailing_metadata=(
-            (STATUS_DETAILS_KEY, status.SerializeToString()), (REQUEST_ID_KEY, request_id)))
+        await context.abort(
+            error.code,
+            error.message,
+            trailing_metadata=(
+                (STATUS_DETAILS_KEY, status.SerializeToString()),
+                (REQUEST_ID_KEY, request_id),
+            ),
+        )
         return error.code  # pragma: no cover - abort always raises
 
 
-def _access_log(method: str, code: grpc.StatusCode, started: float, request_id: str,
-                context: grpc.aio.ServicerContext[Any, Any]) -> None:
+def _access_log(
+    method: str,
+    code: grpc.StatusCode,
+    started: float,
+    request_id: str,
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> None:
     caller = principal.current_or_none()
-    log.info("rpc_finished", method=method, code=code.name,
-             duration_ms=round((time.perf_counter() - started) * 1000, 3),
-             user=caller.user_id if caller else None, request_id=request_id,
-             peer=context.peer())
+    log.info(
+        "rpc_finished",
+        method=method,
+        code=code.name,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        user=caller.user_id if caller else None,
+        request_id=request_id,
+        peer=context.peer(),
+    )
     structlog.contextvars.unbind_contextvars("request_id", "method")
 
 
@@ -253,7 +298,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._public = frozenset(public_methods)
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
@@ -285,7 +331,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _wrap(handler, method, authenticate, guard)
 
 
-def standard_interceptors(verifier: TokenVerifier,
-                          public_methods: Iterable[str] = ()) -> list[grpc.aio.ServerInterceptor]:
+def standard_interceptors(
+    verifier: TokenVerifier, public_methods: Iterable[str] = ()
+) -> list[grpc.aio.ServerInterceptor]:
     """The interceptor chain every Kiln server uses, outermost first."""
     return [ObservabilityInterceptor(), AuthInterceptor(verifier, public_methods)]

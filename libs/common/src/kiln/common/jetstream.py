@@ -22,8 +22,9 @@ from kiln.common.settings import NatsSettings
 log = structlog.get_logger("kiln.nats")
 
 
-async def connect(settings: NatsSettings, name: str,
-                  on_disconnect: Callable[[], Awaitable[None]] | None = None) -> Client:
+async def connect(
+    settings: NatsSettings, name: str, on_disconnect: Callable[[], Awaitable[None]] | None = None
+) -> Client:
     """Connects and keeps reconnecting forever: a broker outage must never end the process."""
 
     async def disconnected() -> None:
@@ -80,7 +81,7 @@ async def provision(js: JetStreamContext, topology: Topology) -> None:
         await js.create_key_value(kv)
     for store in topology.object_stores:
         # nats-py overwrites config.bucket with its `bucket` argument, so pass both.
-        await js.create_object_store(bucket=store.bucket, config=store)
+        await js.create_object_store(bucket=str(store.bucket), config=store)
 
 
 async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:

@@ -25,8 +25,13 @@ log = structlog.get_logger("kiln.jwks")
 class JwksKeySource:
     """Caches the keys a fetch function returns (as JWKS JSON)."""
 
-    def __init__(self, fetch: Callable[[], Awaitable[str]], *, max_age: float = 300.0,
-                 min_refresh_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[str]],
+        *,
+        max_age: float = 300.0,
+        min_refresh_interval: float = 10.0,
+    ) -> None:
         self._fetch = fetch
         self._max_age = max_age
         self._min_interval = min_refresh_interval
@@ -59,8 +64,9 @@ class JwksKeySource:
                     raise errors.Unavailable("token keys cannot be fetched yet") from None
 
 
-def grpc_jwks_fetcher(channel: grpc.aio.Channel, timeout: float = 5.0) -> Callable[
-        [], Awaitable[str]]:
+def grpc_jwks_fetcher(
+    channel: grpc.aio.Channel, timeout: float = 5.0
+) -> Callable[[], Awaitable[str]]:
     """A fetch function that calls AuthService.GetJwks over `channel`."""
     stub = auth_pb2_grpc.AuthServiceStub(channel)
 

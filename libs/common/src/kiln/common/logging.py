@@ -12,8 +12,14 @@ from typing import Any
 
 import structlog
 
-_QUIET_LOGGERS = ("asyncio", "sqlalchemy.engine", "alembic.runtime.migration", "nats",
-                  "httpx", "httpcore")
+_QUIET_LOGGERS = (
+    "asyncio",
+    "sqlalchemy.engine",
+    "alembic.runtime.migration",
+    "nats",
+    "httpx",
+    "httpcore",
+)
 
 
 def configure_logging(service: str, level: str = "info", fmt: str = "auto") -> None:
@@ -26,8 +32,9 @@ def configure_logging(service: str, level: str = "info", fmt: str = "auto") -> N
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_service(service),
     ]
-    renderer: Any = (structlog.dev.ConsoleRenderer() if use_console
-                     else structlog.processors.JSONRenderer())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+    )
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
 
     structlog.configure(

@@ -35,8 +35,7 @@ def alembic_config(script_location: Path, database_url: str, schema: str) -> Con
     return config
 
 
-def upgrade(script_location: Path, database_url: str, schema: str,
-            revision: str = "head") -> None:
+def upgrade(script_location: Path, database_url: str, schema: str, revision: str = "head") -> None:
     """Applies migrations up to `revision`."""
     command.upgrade(alembic_config(script_location, database_url, schema), revision)
 
@@ -53,17 +52,17 @@ async def current_revision(engine: AsyncEngine, schema: str) -> str | None:
     """The revision applied to `schema`, or None when it was never migrated."""
     async with engine.connect() as connection:
         exists = await connection.scalar(
-            text("SELECT to_regclass(:name) IS NOT NULL"),
-            {"name": f"{schema}.{VERSION_TABLE}"})
+            text("SELECT to_regclass(:name) IS NOT NULL"), {"name": f"{schema}.{VERSION_TABLE}"}
+        )
         if not exists:
             return None
-        value = await connection.scalar(
-            text(f'SELECT version_num FROM "{schema}".{VERSION_TABLE}'))  # noqa: S608 - schema is ours
+        value = await connection.scalar(text(f'SELECT version_num FROM "{schema}".{VERSION_TABLE}'))  # noqa: S608 - schema is ours
         return str(value) if value is not None else None
 
 
-async def ensure_current(engine: AsyncEngine, script_location: Path, schema: str,
-                         service: str) -> None:
+async def ensure_current(
+    engine: AsyncEngine, script_location: Path, schema: str, service: str
+) -> None:
     """Raises SchemaOutdatedError unless `schema` is at the code's head revision.
 
     A revision the code does not know is newer code's schema (a rolling upgrade in
@@ -77,15 +76,17 @@ async def ensure_current(engine: AsyncEngine, script_location: Path, schema: str
     if current is None or current in known:
         raise SchemaOutdatedError(
             f"the {schema!r} schema is at revision {current or 'none'} but this code needs "
-            f"{head}; run `make migrate` or `python -m {service} migrate`")
+            f"{head}; run `make migrate` or `python -m {service} migrate`"
+        )
 
 
 def run_migrations(target_metadata: Any = None) -> None:
     """The body of every service's Alembic `env.py` (online mode only)."""
     config = context.config
     schema: str = config.attributes["schema"]
-    engine = sqlalchemy.create_engine(config.get_main_option("sqlalchemy.url") or "",
-                                      poolclass=sqlalchemy.pool.NullPool)
+    engine = sqlalchemy.create_engine(
+        config.get_main_option("sqlalchemy.url") or "", poolclass=sqlalchemy.pool.NullPool
+    )
     with engine.connect() as connection:
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         connection.commit()

@@ -32,7 +32,8 @@ class Principal:
 
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "kiln_principal", default=None)
+    "kiln_principal", default=None
+)
 
 
 def set_current(principal: Principal | None) -> contextvars.Token[Principal | None]:

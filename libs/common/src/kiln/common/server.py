@@ -61,8 +61,13 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
 class HealthMonitor:
     """Probes dependencies on an interval and publishes SERVING / NOT_SERVING."""
 
-    def __init__(self, servicer: health.aio.HealthServicer, service_names: Sequence[str],
-                 dependencies: Sequence[Dependency], interval: float) -> None:
+    def __init__(
+        self,
+        servicer: health.aio.HealthServicer,
+        service_names: Sequence[str],
+        dependencies: Sequence[Dependency],
+        interval: float,
+    ) -> None:
         self._servicer = servicer
         self._names = ["", *service_names]
         self._dependencies = list(dependencies)
@@ -74,14 +79,16 @@ class HealthMonitor:
     async def check_once(self) -> bool:
         """Probes every dependency once and publishes the result; True when all are up."""
         results = await asyncio.gather(*(self._probe(d) for d in self._dependencies))
-        self.failing = [d.name for d, ok in zip(self._dependencies, results, strict=True)
-                        if not ok]
+        self.failing = [d.name for d, ok in zip(self._dependencies, results, strict=True) if not ok]
         serving = not self.failing
         if serving != self._serving:
             log.info("health_changed", serving=serving, failing=self.failing)
             self._serving = serving
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in self._names:
             await self._servicer.set(name, status)
         return serving
@@ -112,22 +119,34 @@ class HealthMonitor:
 class ServiceHost:
     """A process's gRPC server with health, reflection, interceptors and graceful stop."""
 
-    def __init__(self, settings: ServerSettings, services: Sequence[GrpcService], *,
-                 interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-                 dependencies: Sequence[Dependency] = ()) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        services: Sequence[GrpcService],
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        dependencies: Sequence[Dependency] = (),
+    ) -> None:
         self.settings = settings
-        self.server = grpc.aio.server(interceptors=list(interceptors),
-                                      options=server_options(settings))
+        self.server = grpc.aio.server(
+            interceptors=list(interceptors), options=server_options(settings)
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         for service in services:
             service.register(self.server)
         names = [s.name for s in services]
         reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME], self.server)
-        self.monitor = HealthMonitor(self.health, names, dependencies,
-                                     settings.health_probe_interval)
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self.server,
+        )
+        self.monitor = HealthMonitor(
+            self.health, names, dependencies, settings.health_probe_interval
+        )
         self.port = 0
         self._stopping = asyncio.Event()
 
@@ -169,8 +188,9 @@ class ServiceHost:
         log.info("server_stopped")
 
 
-async def serve_until_stopped(host: ServiceHost,
-                              closers: Sequence[Callable[[], Awaitable[object]]] = ()) -> None:
+async def serve_until_stopped(
+    host: ServiceHost, closers: Sequence[Callable[[], Awaitable[object]]] = ()
+) -> None:
     """Starts `host`, serves until SIGTERM/SIGINT, drains, then runs `closers` in order."""
     try:
         await host.start()

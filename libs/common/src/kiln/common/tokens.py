@@ -84,11 +84,21 @@ class TokenVerifier:
             raise errors.Unauthenticated(_INVALID)
         try:
             claims = jwt.decode(
-                token, key, algorithms=[ALGORITHM], audience=self.audience, issuer=self.issuer,
-                leeway=self.leeway, options={"require": _REQUIRED_CLAIMS})
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": _REQUIRED_CLAIMS},
+            )
             if not claims["sub"] or not claims["jti"]:
                 raise errors.Unauthenticated(_INVALID)
-            return Principal(user_id=str(claims["sub"]), email=str(claims.get("email", "")),
-                             role=Role(claims["role"]), token_id=str(claims["jti"]))
+            return Principal(
+                user_id=str(claims["sub"]),
+                email=str(claims.get("email", "")),
+                role=Role(claims["role"]),
+                token_id=str(claims["jti"]),
+            )
         except (jwt.InvalidTokenError, ValueError, KeyError):
             raise errors.Unauthenticated(_INVALID) from None

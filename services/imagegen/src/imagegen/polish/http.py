@@ -54,7 +54,7 @@ class HttpPolisher:
             ],
         }
         body = await http_api.post_json(self._client, _PATH, payload, time_limit=self._timeout)
-        where = f"{self._client.base_url}{_PATH}"
+        where = http_api.endpoint(self._client, _PATH)
         choice = _first_choice(body)
         if choice.get("finish_reason") == "content_filter":
             raise errors.InvalidPrompt(f"{where} refused the prompt (content filter)")

@@ -8,53 +8,43 @@ are deliberately neutral ("soft lighting", not "golden hour") so the meaning sta
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 
 _WORD = re.compile(r"[^\W_]+")
 
 
+@dataclasses.dataclass(frozen=True)
 class _Category:
-    def __init__(self, descriptors: tuple[str, ...], triggers: frozenset[str]) -> None:
-        self.descriptors = descriptors
-        self.triggers = triggers
+    """Descriptors we may add, and the words that show a prompt already covers the topic."""
+
+    descriptors: tuple[str, ...]
+    triggers: frozenset[str]
 
     def mentioned_in(self, words: set[str]) -> bool:
         return not words.isdisjoint(self.triggers)
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 _CATEGORIES = (
     _Category(
         ("highly detailed", "fine detail", "sharp focus", "crisp detail", "high quality"),
-        frozenset({"detail", "detailed", "details", "quality", "sharp", "focus", "4k", "8k"}),
+        _words("detail detailed details quality sharp focus 4k 8k"),
     ),
     _Category(
         ("soft lighting", "natural lighting", "balanced lighting", "even lighting"),
-        frozenset(
-            {
-                "light",
-                "lighting",
-                "lights",
-                "lit",
-                "sunlight",
-                "moonlight",
-                "glow",
-                "glowing",
-                "dark",
-                "night",
-                "shadow",
-                "shadows",
-                "sunset",
-                "sunrise",
-                "dawn",
-                "dusk",
-                "neon",
-            }
+        _words(
+            "light lighting lights lit sunlight moonlight glow glowing dark night shadow"
+            " shadows sunset sunrise dawn dusk neon"
         ),
     ),
     _Category(
         ("balanced composition", "thoughtful composition", "clean composition"),
-        frozenset({"composition", "framing", "framed", "portrait", "shot", "angle", "centered"}),
+        _words("composition framing framed portrait shot angle centered"),
     ),
 )
 
@@ -77,7 +67,8 @@ def enrich(prompt: str) -> str:
     if not tidied:
         return ""
     words = set(_WORD.findall(tidied.lower()))
-    digest = hashlib.sha256(tidied.lower().encode()).digest()
+    # surrogatepass: a lone surrogate cannot come through gRPC, but must not crash us either.
+    digest = hashlib.sha256(tidied.lower().encode("utf-8", "surrogatepass")).digest()
     added = [
         category.descriptors[digest[index] % len(category.descriptors)]
         for index, category in enumerate(_CATEGORIES)

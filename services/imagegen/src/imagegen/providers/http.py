@@ -119,7 +119,7 @@ class HttpProvider:
         body = await http_api.post_json(
             self._client, self._style.path, payload, time_limit=self._timeout
         )
-        where = f"{self._client.base_url}{self._style.path}"
+        where = http_api.endpoint(self._client, self._style.path)
         encoded = self._style.image_field(body)
         if not isinstance(encoded, str) or not encoded:
             raise http_api.bad_answer(where, "no base64 image in the answer")

@@ -21,6 +21,7 @@ import asyncio
 import datetime
 import email.utils
 import json
+import math
 from collections.abc import Mapping
 
 import httpx
@@ -38,7 +39,10 @@ _MESSAGE_LIMIT = 300
 
 def make_client(base_url: str, api_key: str | None, timeout: float) -> httpx.AsyncClient:
     """A client for one API; the key travels only in the Authorization header."""
-    url = httpx.URL(base_url)
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL:
+        url = httpx.URL()
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
     headers = {"User-Agent": f"kiln-imagegen/{imaging.KILN_VERSION}"}
@@ -52,10 +56,10 @@ async def post_json(
 ) -> object:
     """POST `payload` to `path` and return the decoded JSON answer, or raise a RenderError.
 
-    `time_limit` (seconds) bounds the whole exchange: httpx's own timeouts apply to each read, so a
-    server trickling bytes could otherwise hold a job far longer.
+    `time_limit` (seconds) bounds the whole exchange: httpx's own timeouts apply to each
+    read, so a server trickling bytes could otherwise hold a job far longer.
     """
-    where = f"{str(client.base_url).rstrip('/')}/{path.lstrip('/')}"
+    where = endpoint(client, path)
     try:
         async with asyncio.timeout(time_limit):
             response = await client.post(path, json=payload)
@@ -72,6 +76,11 @@ async def post_json(
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise _failed(bad_answer(where, "body is not JSON"), path) from None
+
+
+def endpoint(client: httpx.AsyncClient, path: str) -> str:
+    """The full URL of `path` below the client's base URL, for messages."""
+    return f"{str(client.base_url).rstrip('/')}/{path.lstrip('/')}"
 
 
 def bad_answer(where: str, why: str) -> errors.ProviderUnavailable:
@@ -105,9 +114,11 @@ def retry_after(headers: httpx.Headers) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -47,7 +47,7 @@ class Painter:
         # A string seed is hashed with SHA-512 by `random`, so this is stable everywhere.
         self.rng = random.Random(f"{request.seed}/{self.theme.digest.hex()}")  # noqa: S311 - art
         self.focus = (self.rng.uniform(0.25, 0.75), self.rng.uniform(0.25, 0.75))
-        self.image = Image.new("RGB", (self.width, self.height))
+        self.image: Image.Image  # painted by the first step
         self.steps: list[Step] = [
             self._background,
             *(self._layer_step(index) for index in range(SHAPE_LAYERS)),
@@ -185,7 +185,8 @@ class ProceduralProvider:
     """The `base.Provider` that paints with Pillow; `step_delay` seconds are added per layer.
 
     The delay is slept in the worker thread, like a slow model would occupy it, so tests that
-    need long renders exercise the same off-loop path as real work.
+    need long renders exercise the same off-loop path as real work. The negative prompt has
+    nothing to steer in an abstract picture and is ignored.
     """
 
     name = "procedural"

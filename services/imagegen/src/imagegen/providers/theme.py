@@ -52,7 +52,7 @@ def words(prompt: str) -> list[str]:
 def theme_for(prompt: str) -> Theme:
     """The theme of `prompt`; the same words in the same order always give the same theme."""
     found = words(prompt)
-    digest = hashlib.sha256(" ".join(found).encode()).digest()
+    digest = hashlib.sha256(" ".join(found).encode("utf-8", "surrogatepass")).digest()
     named = _named_colours(found)
     base_hue = _hue(named[0]) if named else int.from_bytes(digest[:2], "big") / 65536
     scheme = _SCHEMES[digest[2] % len(_SCHEMES)]

@@ -63,22 +63,38 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _group_task_states(pgid: int) -> list[str]:
+    """The scheduler state letter of every thread in process group `pgid` (Linux /proc)."""
+    states = []
+    for stat_file in Path("/proc").glob("[0-9]*/task/[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            continue  # the thread ended while we looked
+        # The command name may contain spaces and parentheses: split after the last ')'.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            states.append(fields[0])
+    return states
+
+
 def group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is left in process group `pgid` (Linux /proc scan).
+    """Whether any thread that is not a zombie is left in process group `pgid`.
 
     Zombies are ignored on purpose: a killed postmaster's orphans are re-parented to PID 1,
     which in some containers never reaps them, yet they hold no port or shared memory.
     """
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            stat = stat_file.read_text()
-        except OSError:
-            continue
-        # The command name may contain spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
+    return any(state not in "ZX" for state in _group_task_states(pgid))
+
+
+def _wait_for_group(pgid: int, frozen: bool, timeout: float = 5.0) -> None:
+    """Wait until every live thread of the group is stopped (`frozen`) or none is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stopped = [state == "T" for state in _group_task_states(pgid) if state not in "ZX"]
+        if all(stopped) if frozen else not any(stopped):
+            return
+        time.sleep(0.005)
 
 
 class ManagedProcess:
@@ -140,11 +156,15 @@ class ManagedProcess:
     def pause(self) -> None:
         """Freeze the whole group with SIGSTOP, as if the host had hung."""
         self.signal_group(signal.SIGSTOP)
+        # kill() returns before the signal lands: a thread busy on another CPU could still
+        # answer a request sent right after pause() unless we wait for every thread to stop.
+        _wait_for_group(self.pid, frozen=True)
         self.paused = True
 
     def resume(self) -> None:
         """Thaw the group with SIGCONT."""
         self.signal_group(signal.SIGCONT)
+        _wait_for_group(self.pid, frozen=False)
         self.paused = False
 
     def stop(self, sig: signal.Signals, timeout: float) -> None:
@@ -194,9 +214,17 @@ class LocalServer(abc.ABC):
     is_external: ClassVar[bool] = False
 
     def __init__(
-        self, *, directory: Path, host: str, startup_timeout: float, bind_retry: float
+        self,
+        *,
+        directory: Path,
+        host: str,
+        startup_timeout: float,
+        bind_retry: float,
+        keep_directory: bool = False,
     ) -> None:
         self.directory = directory
+        # A directory the caller owns (the local stack's data) outlives close().
+        self.keep_directory = keep_directory
         self.host = host
         self.startup_timeout = startup_timeout
         self.bind_retry = bind_retry
@@ -319,7 +347,8 @@ class LocalServer(abc.ABC):
         finally:
             self._closed = True
             _live.pop(id(self), None)
-            shutil.rmtree(self.directory, ignore_errors=True)
+            if not self.keep_directory:
+                shutil.rmtree(self.directory, ignore_errors=True)
 
     def _require_running(self, operation: str) -> ManagedProcess:
         if self._process is None or self._process.exited():
@@ -327,7 +356,11 @@ class LocalServer(abc.ABC):
         return self._process
 
     def __enter__(self) -> Self:
-        return self if self.running else self.start()
+        try:
+            return self if self.running else self.start()
+        except BaseException:
+            self.close()  # __exit__ will not run: do not leave the temp folder behind
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

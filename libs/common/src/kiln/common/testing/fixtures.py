@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
+import types
 import uuid
 from collections.abc import Generator, Iterator
-from typing import TypeAlias
+from typing import NoReturn, TypeAlias
 
 import pytest
 
@@ -51,11 +54,20 @@ def skip_if_external(*servers: AnyNats | AnyPostgres) -> None:
             pytest.skip(f"{server!r} is external: fault injection needs a harness server")
 
 
+def _interrupt(signum: int, frame: types.FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{_MARKER}: skip when NATS_URL or DATABASE_URL replaces the session servers",
     )
+    # SIGTERM (a cancelled CI job) would end the interpreter without fixture teardown or
+    # atexit hooks, leaving servers behind; handled like Ctrl-C, both still run.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -50,14 +50,20 @@ class NatsServer(LocalServer):
         host: str = "127.0.0.1",
         startup_timeout: float = 10.0,
         bind_retry: float = 5.0,
+        directory: Path | None = None,
     ) -> None:
+        """`directory`, when given, holds the store and log and is kept by close()."""
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
         super().__init__(
-            directory=Path(tempfile.mkdtemp(prefix="kiln-nats-")),
+            directory=directory or Path(tempfile.mkdtemp(prefix="kiln-nats-")),
             host=host,
             startup_timeout=startup_timeout,
             bind_retry=bind_retry,
+            keep_directory=directory is not None,
         )
-        self.store_dir = self.directory / "jetstream"
+        # The -sd folder; nats-server keeps JetStream's files in its `jetstream` subfolder.
+        self.store_dir = self.directory / "store"
         self.port = 0
         self.monitor_port = 0
         self._pick_ports()

