@@ -1,10 +1,14 @@
-"""Prints the README's environment-variable table from the services' config classes.
+"""The README's environment-variable table, made from the services' config classes.
 
-`python scripts/config_table.py` writes Markdown; a test checks README.md lists every
-variable, so the table cannot drift from the code.
+`python scripts/config_table.py` prints it as Markdown; `--write README.md` replaces the
+table between the README's markers. A test checks README.md lists every variable, so the
+table cannot drift from the code.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 from auth.config import AuthConfig
 from imagegen.config import ImagegenConfig
@@ -12,6 +16,7 @@ from kiln.common import config
 from tasks.config import TasksConfig
 
 CONFIGS = {"auth": AuthConfig, "tasks": TasksConfig, "imagegen": ImagegenConfig}
+START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
 
 
 def rows() -> dict[str, tuple[str, str, list[str]]]:
@@ -34,11 +39,23 @@ def rows() -> dict[str, tuple[str, str, list[str]]]:
     return table
 
 
-def main() -> None:
-    print("| variable | services | default | meaning |")
-    print("|---|---|---|---|")
+def markdown() -> str:
+    """The table as Markdown."""
+    lines = ["| variable | services | default | meaning |", "|---|---|---|---|"]
     for variable, (default, meaning, services) in sorted(rows().items()):
-        print(f"| `{variable}` | {', '.join(services)} | `{default}` | {meaning} |")
+        lines.append(f"| `{variable}` | {', '.join(services)} | `{default}` | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Prints the table, or with `--write FILE` replaces it between the markers in FILE."""
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        path = Path(sys.argv[2])
+        head, rest = path.read_text().split(START, 1)
+        _old, tail = rest.split(END, 1)
+        path.write_text(f"{head}{START}\n{markdown()}{END}{tail}")
+    else:
+        print(markdown(), end="")
 
 
 if __name__ == "__main__":
