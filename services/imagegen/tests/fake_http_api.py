@@ -1,9 +1,10 @@
 """A real HTTP server that plays scripted answers, standing in for external APIs.
 
 `FakeApi` (served by the `fake_api` fixture) is a `ThreadingHTTPServer` on 127.0.0.1,
-port 0, serving from a background thread, so the code under test goes through real sockets, real HTTP parsing and real
-timeouts. Tests queue answers with `fake_api.reply(...)`; each request takes the next one
-and is recorded in `fake_api.requests`.
+port 0, serving from a background thread, so the code under test goes through real
+sockets, real HTTP parsing and real timeouts. Tests queue answers with
+`fake_api.reply(...)`; each request takes the next one and is recorded in
+`fake_api.requests`.
 """
 
 from __future__ import annotations
