@@ -124,7 +124,11 @@ def main() -> int:
 
         say("all services are SERVING:")
         for process in processes:
-            say(f"  {process.name:<9} {process.target:<16} logs: {process.log_path}")
+            say(
+                f"  {process.name:<9} {process.target:<16} "
+                f"metrics: http://127.0.0.1:{process.metrics_port}/metrics  "
+                f"logs: {process.log_path.relative_to(ROOT)}"
+            )
         say("try:")
         say(f"  {GRPCURL} -plaintext {processes[1].target} list")
         say(f"  {GRPCURL} -plaintext {processes[1].target} grpc.health.v1.Health/Check")

@@ -190,3 +190,13 @@ def _buckets(settings: BusSettings) -> list[api.KeyValueConfig]:
             storage=api.StorageType.FILE,
         ),
     ]
+
+
+TASK_CHANGES_PREFIX = "tasks.changes"
+"""Core NATS (not JetStream) subjects on which a tasks replica announces that it committed a
+change to a task, so every replica's WatchTask streams re-read it."""
+
+
+def task_changes_subject(task_id: str) -> str:
+    """Where a change to one task is announced (payload: the new version, as text)."""
+    return f"{TASK_CHANGES_PREFIX}.{task_id}"

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import structlog
 
-from kiln.common import errors, principal
+from kiln.common import errors, metrics, principal
 from kiln.common.tokens import TokenVerifier
 
 REQUEST_ID_KEY = "x-request-id"
@@ -274,11 +274,13 @@ def _access_log(
     context: grpc.aio.ServicerContext[Any, Any],
 ) -> None:
     caller = principal.current_or_none()
+    elapsed = time.perf_counter() - started
+    metrics.observe_rpc(method, code.name, elapsed)
     log.info(
         "rpc_finished",
         method=method,
         code=code.name,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        duration_ms=round(elapsed * 1000, 3),
         user=caller.user_id if caller else None,
         request_id=request_id,
         peer=context.peer(),

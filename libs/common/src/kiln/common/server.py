@@ -19,6 +19,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from kiln.common import metrics
 from kiln.common.settings import ServerSettings
 
 log = structlog.get_logger("kiln.server")
@@ -148,6 +149,7 @@ class ServiceHost:
             self.health, names, dependencies, settings.health_probe_interval
         )
         self.port = 0
+        self.metrics_port = -1
         self._stopping = asyncio.Event()
 
     async def start(self) -> int:
@@ -157,6 +159,7 @@ class ServiceHost:
         if self.port == 0:
             raise OSError(f"could not bind gRPC port {address}")
         await self.monitor.check_once()
+        self.metrics_port = metrics.serve(self.settings.grpc_host, self.settings.metrics_port)
         await self.server.start()
         self.monitor.start()
         log.info("server_started", port=self.port)

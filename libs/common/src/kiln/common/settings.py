@@ -60,6 +60,11 @@ class ServerSettings(LogSettings):
         1.0,
         check=non_negative,
     )
+    metrics_port: int = setting(
+        "METRICS_PORT",
+        "Port of the Prometheus /metrics endpoint; 0 picks a free one, -1 turns it off.",
+        9464,
+    )
     health_probe_interval: float = setting(
         "HEALTH_PROBE_INTERVAL_SECONDS",
         "How often dependencies are probed to set the health status.",

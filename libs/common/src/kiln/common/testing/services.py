@@ -39,6 +39,7 @@ class ServiceProcess:
         self.name = name or module
         self.args = list(args)
         self.port = port or free_port()
+        self.metrics_port = free_port()
         self.env = {
             **os.environ,
             "LOG_FORMAT": "json",
