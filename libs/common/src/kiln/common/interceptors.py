@@ -72,70 +72,53 @@ def _wrap(
     before: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[None]] | None,
     guard: Callable[[Callable[[], Any], grpc.aio.ServicerContext[Any, Any], bool], Any],
 ) -> grpc.RpcMethodHandler:
-    """Rebuilds `handler` so its behaviour runs inside `guard` after `before`."""
-    deserializer = _safe_deserializer(handler.request_deserializer, method)
-    serializer = handler.response_serializer
+    """Rebuilds `handler` so its behaviour runs inside `guard` after `before`.
 
-    if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
+    `guard(call, context, streaming)` returns an awaitable (unary responses) or an async
+    iterator (streamed responses) around `call`, which runs `before` and the behaviour.
+    """
+    kind = next(k for k in _HANDLER_FACTORIES if getattr(handler, k) is not None)
+    inner = getattr(handler, kind)
+    streamed_requests = kind.startswith("stream")
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async def call() -> Any:
-                if before is not None:
-                    await before(context)
-                result = inner_uu(_check_decoded(request), context)
-                return await result if inspect.isawaitable(result) else result
+    def invoke(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        checked = _checked_stream(request) if streamed_requests else _check_decoded(request)
+        return inner(checked, context)
 
-            return await guard(call, context, False)
+    async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def call() -> Any:
+            if before is not None:
+                await before(context)
+            result = invoke(request, context)
+            return await result if inspect.isawaitable(result) else result
 
-        return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, serializer)
+        return await guard(call, context, False)
 
-    if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            async def call() -> AsyncIterator[Any]:
-                if before is not None:
-                    await before(context)
-                return _as_async_iter(inner_us(_check_decoded(request), context))
-
-            async for response in guard(call, context, True):
-                yield response
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, deserializer, serializer)
-
-    if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> Any:
-            async def call() -> Any:
-                if before is not None:
-                    await before(context)
-                result = inner_su(_checked_stream(requests), context)
-                return await result if inspect.isawaitable(result) else result
-
-            return await guard(call, context, False)
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, deserializer, serializer)
-
-    inner_ss = handler.stream_stream
-
-    async def stream_stream(
-        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    async def streamed_response(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         async def call() -> AsyncIterator[Any]:
             if before is not None:
                 await before(context)
-            return _as_async_iter(inner_ss(_checked_stream(requests), context))
+            return _as_async_iter(invoke(request, context))
 
         async for response in guard(call, context, True):
             yield response
 
-    return grpc.stream_stream_rpc_method_handler(stream_stream, deserializer, serializer)
+    behaviour = streamed_response if kind.endswith("stream") else unary_response
+    return _HANDLER_FACTORIES[kind](
+        behaviour,
+        _safe_deserializer(handler.request_deserializer, method),
+        handler.response_serializer,
+    )
+
+
+_HANDLER_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
 
 
 async def _as_async_iter(result: Any) -> AsyncIterator[Any]:
