@@ -1,13 +1,18 @@
-"""`python -m auth [serve|migrate]`: config -> logging -> command."""
+"""`python -m auth [serve|migrate|create-admin]`: config -> logging -> command."""
 
-from auth import app
+import sys
+
+from auth import app, bootstrap
 from auth.config import AuthConfig
 from kiln.common import cli
 
 
 def main() -> None:
     """Entry point of the auth service."""
-    cli.service_main("auth", AuthConfig, app.serve, app.migrate)
+    if sys.argv[1:2] == ["create-admin"]:
+        bootstrap.create_admin_main(sys.argv[2:])
+    else:
+        cli.service_main("auth", AuthConfig, app.serve, app.migrate)
 
 
 if __name__ == "__main__":

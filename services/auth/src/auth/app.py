@@ -1,20 +1,31 @@
-"""Wires the auth service: database, token verification, gRPC server."""
+"""Wires the auth service: database, key ring, token verification, gRPC server."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
 from pathlib import Path
 
+import structlog
+
+from auth import accounts, housekeeping, keys
 from auth.config import AuthConfig
+from auth.core import Core, build_core
 from auth.servicer import AuthServicer
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
-from kiln.common import db, interceptors, migrations, server
+from kiln.common import db, errors, interceptors, migrations, server
+from kiln.common.config import ConfigError
 from kiln.common.tokens import StaticKeySource, TokenVerifier
 
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA = "auth"
 PUBLIC_METHODS = frozenset(
-    f"/{SERVICE_NAME}/{rpc}" for rpc in ("Register", "Login", "RefreshToken", "GetJwks"))
+    f"/{SERVICE_NAME}/{rpc}" for rpc in ("Register", "Login", "RefreshToken", "GetJwks")
+)
+
+log = structlog.get_logger("auth.app")
 
 
 def migrate(config: AuthConfig) -> None:
@@ -22,18 +33,106 @@ def migrate(config: AuthConfig) -> None:
     migrations.upgrade(MIGRATIONS, config.database_url, SCHEMA)
 
 
+class AuthApp:
+    """The auth service's server and everything it owns, startable in-process (tests)."""
+
+    def __init__(self, config: AuthConfig, ring: keys.KeyRing) -> None:
+        self.config = config
+        self.ring = ring
+        self.engine = db.create_engine(config, application_name="auth")
+        self.core: Core = build_core(config, self.engine, ring)
+        # The auth service verifies its own tokens with every key of its ring, locally.
+        verifier = TokenVerifier(
+            StaticKeySource(ring.public_keys),
+            config.jwt_issuer,
+            config.jwt_audience,
+            config.jwt_leeway,
+        )
+        self.servicer = AuthServicer(self.core, ring, config.jwt_issuer, config.jwt_audience)
+        self.host = server.ServiceHost(
+            config,
+            [server.GrpcService(SERVICE_NAME, self._register)],
+            interceptors=interceptors.standard_interceptors(verifier, PUBLIC_METHODS),
+            dependencies=[server.Dependency("postgresql", lambda: db.ping(self.engine))],
+        )
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    def _register(self, grpc_server: object) -> None:
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(self.servicer, grpc_server)
+
+    async def prepare(self) -> None:
+        """Checks the schema, creates the bootstrap admin and starts housekeeping."""
+        await migrations.ensure_current(self.engine, MIGRATIONS, SCHEMA, "auth")
+        await bootstrap_admin(self.config, self.core)
+        self._housekeeping = asyncio.create_task(
+            housekeeping.run(self.core, self.config.housekeeping_interval), name="housekeeping"
+        )
+
+    async def start(self) -> int:
+        """`prepare()`, then serve; returns the bound port (tests bind port 0)."""
+        await self.prepare()
+        return await self.host.start()
+
+    async def close(self) -> None:
+        """Stops housekeeping and closes the database pool (after the server stopped)."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.engine.dispose()
+
+    async def stop(self) -> None:
+        """Stops serving at once and closes everything (tests)."""
+        await self.host.monitor.stop()
+        await self.host.server.stop(0)
+        await self.close()
+
+
+async def bootstrap_admin(config: AuthConfig, core: Core) -> None:
+    """Creates the admin named by AUTH_BOOTSTRAP_ADMIN_EMAIL unless that email exists."""
+    if not config.bootstrap_admin_email:
+        return
+    if not config.bootstrap_admin_password:
+        raise ConfigError("AUTH_BOOTSTRAP_ADMIN_PASSWORD", "is required with the email")
+    try:
+        created = await accounts.ensure_admin(
+            core,
+            config.bootstrap_admin_email,
+            config.bootstrap_admin_password,
+            config.bootstrap_admin_name,
+        )
+    except errors.InvalidArgument as exc:
+        variable = {
+            "email": "AUTH_BOOTSTRAP_ADMIN_EMAIL",
+            "password": "AUTH_BOOTSTRAP_ADMIN_PASSWORD",
+        }
+        field = exc.violations[0].field
+        raise ConfigError(
+            variable.get(field, "AUTH_BOOTSTRAP_ADMIN_NAME"), exc.violations[0].description
+        ) from None
+    if created is not None:
+        log.info("bootstrap_admin_created", user_id=str(created.id))
+
+
+def load_ring_or_exit(config: AuthConfig) -> keys.KeyRing:
+    """The key ring; a bad key setting prints its variable and exits 2, like bad config."""
+    try:
+        return keys.load_key_ring(config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 async def serve(config: AuthConfig) -> None:
     """Runs the auth service until SIGTERM."""
-    engine = db.create_engine(config, application_name="auth")
-    await migrations.ensure_current(engine, MIGRATIONS, SCHEMA, "auth")
-    verifier = TokenVerifier(StaticKeySource({}), config.jwt_issuer, config.jwt_audience,
-                             config.jwt_leeway)
-    servicer = AuthServicer()
-    host = server.ServiceHost(
-        config,
-        [server.GrpcService(
-            SERVICE_NAME, lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, s))],
-        interceptors=interceptors.standard_interceptors(verifier, PUBLIC_METHODS),
-        dependencies=[server.Dependency("postgresql", lambda: db.ping(engine))],
-    )
-    await server.serve_until_stopped(host, [engine.dispose])
+    app = AuthApp(config, load_ring_or_exit(config))
+    try:
+        await app.prepare()
+    except ConfigError as exc:
+        await app.close()
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except BaseException:
+        await app.close()
+        raise
+    await server.serve_until_stopped(app.host, [app.close])
