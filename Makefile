@@ -64,6 +64,10 @@ migrate: install ## Apply database migrations of auth and tasks (DATABASE_URL).
 	$(PY) -m auth migrate
 	$(PY) -m tasks migrate
 
+.PHONY: k8s-validate
+k8s-validate: install ## Render every kustomize overlay and validate it (kubernetes-validate --strict).
+	BIN=$(BIN) scripts/k8s_validate.sh
+
 .PHONY: bench
 bench: install ## Run the benchmarks in bench/.
 	$(PY) bench/run.py

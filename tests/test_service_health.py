@@ -61,9 +61,11 @@ def test_reflection_lists_services(tasks_process: ServiceProcess) -> None:
 
 
 def test_health_follows_nats(tasks_process: ServiceProcess, private_nats: NatsServer) -> None:
-    """Health goes NOT_SERVING while NATS is down and SERVING again after it restarts."""
+    """Health goes NOT_SERVING while NATS is down and SERVING again after it restarts;
+    the liveness service stays SERVING throughout, so Kubernetes does not restart pods."""
     private_nats.kill()
     tasks_process.wait_health(NOT_SERVING, timeout=15)
+    assert tasks_process.health(service="liveness") == SERVING
     private_nats.restart()
     tasks_process.wait_health(SERVING, timeout=20)
 

@@ -25,6 +25,8 @@ from kiln.common.settings import ServerSettings
 log = structlog.get_logger("kiln.server")
 
 Probe = Callable[[], Awaitable[bool]]
+LIVENESS_SERVICE = "liveness"
+"""Health service name for liveness probes: SERVING while the process is alive."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +160,9 @@ class ServiceHost:
         self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"could not bind gRPC port {address}")
+        # Liveness answers SERVING while the process runs, whatever its dependencies do:
+        # restarting every replica during a database outage would only add to it.
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.monitor.check_once()
         self.metrics_port = metrics.serve(self.settings.grpc_host, self.settings.metrics_port)
         await self.server.start()

@@ -74,12 +74,13 @@ class ServiceProcess:
             self.wait_serving(timeout)
         return self
 
-    def health(self, timeout: float = 1.0) -> int | None:
-        """The overall health status now, or None when the server does not answer."""
+    def health(self, timeout: float = 1.0, service: str = "") -> int | None:
+        """The health status of `service` ("" = overall) now, or None when the server
+        does not answer."""
         with grpc.insecure_channel(self.target) as channel:
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=timeout
+                    health_pb2.HealthCheckRequest(service=service), timeout=timeout
                 )
             except grpc.RpcError:
                 return None
