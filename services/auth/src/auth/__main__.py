@@ -1,7 +1,5 @@
 """`python -m auth [serve|migrate|create-admin]`: config -> logging -> command."""
 
-import sys
-
 from auth import app, bootstrap
 from auth.config import AuthConfig
 from kiln.common import cli
@@ -9,10 +7,13 @@ from kiln.common import cli
 
 def main() -> None:
     """Entry point of the auth service."""
-    if sys.argv[1:2] == ["create-admin"]:
-        bootstrap.create_admin_main(sys.argv[2:])
-    else:
-        cli.service_main("auth", AuthConfig, app.serve, app.migrate)
+    cli.service_main(
+        "auth",
+        AuthConfig,
+        app.serve,
+        app.migrate,
+        extra_commands={"create-admin": ("create an admin account", bootstrap.create_admin_main)},
+    )
 
 
 if __name__ == "__main__":
