@@ -8,9 +8,9 @@ import io
 
 import grpc
 import pytest
-from kiln_stack import Stack
 from PIL import Image
 
+from kiln.common.testing.stack import KilnStack
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
 
@@ -19,7 +19,7 @@ def _auth(token: str) -> tuple[tuple[str, str], ...]:
 
 
 @pytest.mark.timeout(180)
-def test_task_runs_to_completion_with_live_progress(stack: Stack) -> None:
+def test_task_runs_to_completion_with_live_progress(stack: KilnStack) -> None:
     """A 4-image task is watched from its snapshot to SUCCEEDED with versions only going
     up; every image can be downloaded intact; another user cannot see any of it."""
     token = stack.token()

@@ -1,0 +1,1 @@
+"""Shared pieces of `make bench`: statistics and result files, the stack, the cases."""
