@@ -1,31 +1,149 @@
-"""Wires an imagegen worker process: NATS, token verification, gRPC server."""
+"""Wires an imagegen worker process: NATS, the job worker, heartbeats, the gRPC server.
+
+SIGTERM: health goes NOT_SERVING, the worker stops fetching, running jobs get
+GRACE_PERIOD_SECONDS to finish, the rest are handed back (`nak`, no delay), the heartbeat
+is deleted, and the process exits 0.
+"""
 
 from __future__ import annotations
 
-import grpc
+import asyncio
+import dataclasses
+import signal
 
+import grpc
+import structlog
+from nats.aio.client import Client
+
+from imagegen import generation, pipeline, polish, providers, retry, shared_polish
 from imagegen.config import ImagegenConfig
+from imagegen.controls import Controls
+from imagegen.heartbeat import Heartbeat, WorkerStats, new_worker_id
+from imagegen.job_runner import JobRunner, RunnerSettings
+from imagegen.polish_cache import PolishCache
 from imagegen.servicer import ImageGenServicer
+from imagegen.store import ImageStore
+from imagegen.worker import Worker
 from kiln.common import bus, interceptors, jetstream, jwks, server
 from kiln.common.tokens import TokenVerifier
 from kiln.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 
 SERVICE_NAME = imagegen_pb2.DESCRIPTOR.services_by_name["ImageGenService"].full_name
 
+log = structlog.get_logger("imagegen.app")
 
-async def serve(config: ImagegenConfig) -> None:
-    """Runs a worker process until SIGTERM."""
-    nc = await jetstream.connect(config, "imagegen")
-    await jetstream.provision(nc.jetstream(), bus.worker_topology(config.worker_queues, config))
-    auth_channel = grpc.aio.insecure_channel(config.auth_target)
-    verifier = TokenVerifier(
-        jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
-        config.jwt_issuer,
-        config.jwt_audience,
-        config.jwt_leeway,
+
+@dataclasses.dataclass
+class Runtime:
+    """Everything a running worker process holds."""
+
+    config: ImagegenConfig
+    worker_id: str
+    stats: WorkerStats
+    controls: Controls
+    pipeline: pipeline.Pipeline
+    runner: JobRunner
+    worker: Worker
+    heartbeat: Heartbeat
+    generator: generation.Generator
+
+    @classmethod
+    async def start(cls, config: ImagegenConfig, nc: Client) -> Runtime:
+        """Provisions the bus, then starts watching controls, heartbeating and fetching.
+
+        ValueError (naming the option) when a provider or polisher is misconfigured.
+        """
+        built = build_providers(config)
+        js = nc.jetstream()
+        await jetstream.provision(js, bus.worker_topology(config.worker_queues, config))
+        worker_id = new_worker_id()
+        stats = WorkerStats()
+        controls = Controls(nc)
+        await controls.start()
+        images = pipeline.Pipeline(
+            built,
+            PolishCache(
+                polish.create_polisher(config.polisher, config.polisher_settings()),
+                config.polish_cache_size,
+                await shared_polish.SharedPolishes.open(
+                    js, shared_polish.namespace(config.polisher, config.polisher_settings())
+                ),
+            ),
+        )
+        runner = JobRunner(
+            nc=nc,
+            worker_id=worker_id,
+            settings=runner_settings(config),
+            pipeline=images,
+            store=await ImageStore.open(js),
+            controls=controls,
+            backoff=retry.Backoff(
+                config.retry_backoff_min, config.retry_backoff_max, config.retry_jitter
+            ),
+            stats=stats,
+        )
+        worker = Worker(
+            js,
+            queues=config.worker_queues,
+            concurrency=config.concurrency,
+            runner=runner,
+            controls=controls,
+            stats=stats,
+            fetch_wait=config.fetch_wait,
+        )
+        heartbeat = Heartbeat(
+            js,
+            worker_id=worker_id,
+            queues=config.worker_queues,
+            concurrency=config.concurrency,
+            stats=stats,
+            interval=config.worker_heartbeat_ttl / 3,
+        )
+        await heartbeat.beat()
+        heartbeat.start()
+        await worker.start()
+        generator = generation.Generator(config, images)
+        return cls(config, worker_id, stats, controls, images, runner, worker, heartbeat, generator)
+
+    async def stop(self, grace: float) -> None:
+        """Stops fetching, finishes or hands back jobs, deletes the heartbeat, closes."""
+        await self.worker.stop(grace)
+        await self.heartbeat.stop()
+        await self.controls.stop()
+        for provider in self.pipeline.providers.values():
+            await provider.aclose()
+        await self.pipeline.polish.polisher.aclose()
+
+
+def build_providers(config: ImagegenConfig) -> dict[str, providers.Provider]:
+    """The provider of every served queue; ValueError names a bad option."""
+    return {
+        q: providers.create_provider(config.provider_kind(q), config.provider_options(q))
+        for q in config.worker_queues
+    }
+
+
+def runner_settings(config: ImagegenConfig) -> RunnerSettings:
+    """The job runner's limits from the config."""
+    return RunnerSettings(
+        ack_wait=config.job_ack_wait,
+        max_deliver=config.job_max_deliver,
+        time_limit=config.time_limit,
+        age_limit=config.age_limit,
+        paused_delay=config.paused_delay,
+        publish_retry_delay=config.publish_retry_delay,
+        check_interval=config.check_interval,
+        progress_interval=config.progress_interval,
+        crash_marker=config.fault_crash_marker,
     )
-    servicer = ImageGenServicer()
-    host = server.ServiceHost(
+
+
+def build_host(
+    config: ImagegenConfig, runtime: Runtime, nc: Client, verifier: TokenVerifier
+) -> server.ServiceHost:
+    """The gRPC server: ImageGenService, health tied to NATS, reflection."""
+    servicer = ImageGenServicer(runtime.generator, config.worker_queues)
+    return server.ServiceHost(
         config,
         [
             server.GrpcService(
@@ -36,4 +154,37 @@ async def serve(config: ImagegenConfig) -> None:
         interceptors=interceptors.standard_interceptors(verifier),
         dependencies=[server.Dependency("nats", lambda: jetstream.ping(nc))],
     )
-    await server.serve_until_stopped(host, [nc.drain, auth_channel.close])
+
+
+async def serve(config: ImagegenConfig) -> None:
+    """Runs a worker process until SIGTERM."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    nc = await jetstream.connect(config, "imagegen")
+    auth_channel = grpc.aio.insecure_channel(config.auth_target)
+    try:
+        try:
+            runtime = await Runtime.start(config, nc)
+        except ValueError as error:  # a provider or polisher option; the message names it
+            log.error("config_invalid", problem=str(error))  # noqa: TRY400 - no traceback needed
+            raise SystemExit(2) from None
+        verifier = TokenVerifier(
+            jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
+            config.jwt_issuer,
+            config.jwt_audience,
+            config.jwt_leeway,
+        )
+        host = build_host(config, runtime, nc, verifier)
+        try:
+            await host.start()
+        except BaseException:
+            await runtime.stop(0)  # hand back whatever was fetched already
+            raise
+        log.info("imagegen_ready", worker_id=runtime.worker_id)
+        await stopping.wait()
+        await asyncio.gather(runtime.stop(config.grace_period), host.shutdown())
+    finally:
+        await auth_channel.close()
+        await nc.drain()

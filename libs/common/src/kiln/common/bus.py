@@ -25,6 +25,8 @@ WORKERS_BUCKET = "workers"
 QUEUE_STATE_BUCKET = "queue_state"
 CANCELLATIONS_BUCKET = "cancellations"
 IMAGES_STORE = "images"
+POLISH_CACHE_BUCKET = "polish_cache"
+"""Polished prompts shared by the workers: key = hash of polisher config and prompt."""
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 

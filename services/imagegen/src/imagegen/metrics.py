@@ -1,0 +1,24 @@
+"""Prometheus metrics of the workers (served with the RPC metrics on METRICS_PORT)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+JOBS = Counter(
+    "kiln_imagegen_jobs_total",
+    "Job deliveries handled, by queue and outcome (succeeded, retry, failed, cancelled, "
+    "expired, malformed, paused, handed_back, lease_lost).",
+    ["queue", "outcome"],
+)
+RENDER_SECONDS = Histogram(
+    "kiln_imagegen_render_seconds",
+    "Render time of succeeded jobs, by queue.",
+    ["queue"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+IN_FLIGHT = Gauge("kiln_imagegen_jobs_in_flight", "Jobs running in this process.")
+
+
+def job_done(queue: str, outcome: str) -> None:
+    """Counts one handled delivery."""
+    JOBS.labels(queue=queue, outcome=outcome).inc()

@@ -1,0 +1,81 @@
+"""Prompt -> picture -> encoded files: the work shared by jobs and the Generate RPC."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+from PIL import Image
+
+from imagegen import imaging, providers
+from imagegen.polish_cache import PolishCache
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """A rendered picture and how it was made."""
+
+    image: Image.Image
+    prompt: str
+    polished_prompt: str
+    polish_seconds: float
+    render_seconds: float
+    model: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """The stored file, its thumbnail, and how long encoding took."""
+
+    image: imaging.EncodedImage
+    thumbnail: imaging.EncodedImage
+    seconds: float
+
+
+class Pipeline:
+    """Polishes (when asked) and renders with the provider of a queue."""
+
+    def __init__(self, providers_by_queue: dict[str, providers.Provider], polish: PolishCache):
+        self.providers = providers_by_queue
+        self.polish = polish
+
+    async def render(
+        self,
+        queue: str,
+        request: providers.RenderRequest,
+        *,
+        use_polish: bool,
+        progress: providers.ProgressCallback,
+    ) -> Rendered:
+        """The picture for `request`; RenderError when polishing or rendering fails."""
+        provider = self.providers[queue]
+        polished = ""
+        started = time.perf_counter()
+        if use_polish:
+            polished = await self.polish.polish(request.prompt)
+            request = dataclasses.replace(request, prompt=polished or request.prompt)
+        polished_at = time.perf_counter()
+        image = await provider.render(request, progress)
+        return Rendered(
+            image=image,
+            prompt=request.prompt,
+            polished_prompt=polished,
+            polish_seconds=polished_at - started if use_polish else 0.0,
+            render_seconds=time.perf_counter() - polished_at,
+            model=provider.model,
+        )
+
+
+async def encode(
+    rendered: Rendered,
+    image_format: imaging.ImageFormat,
+    provenance: imaging.Provenance,
+    *,
+    with_thumbnail: bool = True,
+) -> Encoded:
+    """Encodes the image (and a thumbnail) in a worker thread, off the event loop."""
+    started = time.perf_counter()
+    image = await asyncio.to_thread(imaging.encode, rendered.image, image_format, provenance)
+    thumb = await asyncio.to_thread(imaging.thumbnail, rendered.image) if with_thumbnail else image
+    return Encoded(image, thumb, time.perf_counter() - started)
