@@ -14,6 +14,7 @@ import threading
 import types
 import uuid
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import NoReturn, TypeAlias
 
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from kiln.common.testing._process import LocalServer, log_tail
 from kiln.common.testing.nats_server import ExternalNats, NatsServer
 from kiln.common.testing.postgres_server import ExternalPostgres, PostgresServer
+from kiln.common.testing.stack import KilnStack
 
 # What the session fixtures yield: a harness server, or the environment's (see Overrides).
 AnyNats: TypeAlias = NatsServer | ExternalNats
@@ -144,3 +146,16 @@ def private_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server for this test alone, free to stop, kill, pause and restart."""
     with PostgresServer() as server:
         yield server
+
+
+@pytest.fixture
+def stack(nats_url: str, database_url: str, tmp_path: Path) -> Iterator[KilnStack]:
+    """auth + tasks + one worker (high_priority, standard) as real processes on the session
+    NATS and a fresh database."""
+    kiln = KilnStack.start(
+        nats_url, database_url, tmp_path, worker_env={"WORKER_QUEUES": "high_priority,standard"}
+    )
+    try:
+        yield kiln
+    finally:
+        kiln.close()

@@ -1,0 +1,180 @@
+"""The `kiln` command against a real stack, as a person or a script would use it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kiln.common.testing.stack import ADMIN_EMAIL, ADMIN_PASSWORD, USER_PASSWORD, KilnStack
+
+KILN = Path(sys.executable).with_name("kiln")
+
+
+class Cli:
+    """Runs `kiln` with its own config folder and the stack's addresses."""
+
+    def __init__(self, stack: KilnStack, home: Path) -> None:
+        self.env = {
+            **os.environ, "XDG_CONFIG_HOME": str(home), "KILN_TARGET": stack.tasks.target,
+            "KILN_AUTH_TARGET": stack.auth.target,
+        }  # fmt: skip
+        self.env.pop("KILN_TOKEN", None)
+        self.env.pop("KILN_API_KEY", None)
+
+    def run(
+        self, *args: str, stdin: str = "", env: dict[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(KILN), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**self.env, **(env or {})},
+            check=False,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        return result
+
+    def json(self, *args: str, env: dict[str, str] | None = None) -> object:
+        return json.loads(self.run(*args, "--json", env=env).stdout)
+
+
+SPEC = """
+name: cli foxes
+prompt: "a {color} fox, {style}"
+variables:
+  color: [red, blue]
+  style: [watercolor]
+images_per_combination: 2
+ratio: "1:1"
+seed: 11
+format: jpeg
+tags: [cli]
+"""
+
+
+@pytest.mark.timeout(240)
+def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
+    """login, create --watch to completion, list, get, subtasks, download with a manifest,
+    image get, retry and cancel refused on a finished task, cancel of a running one,
+    delete, and a clear error for a missing task."""
+    email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
+    stack.token(email)  # registers the account
+    cli = Cli(stack, tmp_path / "config")
+    login = cli.run("login", "--email", email, "--password-stdin", stdin=USER_PASSWORD + "\n")
+    assert f"logged in as {email}" in login.stdout
+    credentials = tmp_path / "config" / "kiln" / "credentials.json"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    assert cli.json("whoami")["email"] == email  # type: ignore[index]
+
+    spec = tmp_path / "foxes.yaml"
+    spec.write_text(SPEC)
+    created = cli.run("task", "create", str(spec), "--watch")
+    assert "created task" in created.stdout
+    assert "succeeded" in created.stdout.splitlines()[-1]
+    task_id = created.stdout.split()[2]
+
+    listed = cli.json("task", "list", "--search", "foxes")
+    assert [t["id"] for t in listed] == [task_id]  # type: ignore[union-attr,index]
+    task = cli.json("task", "get", task_id)
+    assert task["state"] == "TASK_STATE_SUCCEEDED"  # type: ignore[index]
+    assert task["succeeded_count"] == 4  # type: ignore[index]
+    subtasks = cli.json("task", "subtasks", task_id)
+    assert len(subtasks) == 4  # type: ignore[arg-type]
+
+    download = tmp_path / "download"
+    cli.run("task", "download", task_id, str(download))
+    manifest = json.loads((download / "manifest.json").read_text())
+    assert len(manifest["images"]) == 4
+    assert {i["variables"]["color"] for i in manifest["images"]} == {"red", "blue"}
+    for image in manifest["images"]:
+        assert (download / image["file"]).stat().st_size > 0
+        assert image["seed"] >= 11
+
+    first = subtasks[0]["id"]  # type: ignore[index]
+    cli.run("image", "get", first, "-o", str(tmp_path / "one.jpg"))
+    assert (tmp_path / "one.jpg").read_bytes()[:2] == b"\xff\xd8"
+
+    retried = cli.run("task", "retry", task_id, check=False)
+    assert retried.returncode == 1
+    assert retried.stderr.startswith("kiln: error: FAILED_PRECONDITION")
+
+    finished = cli.run("task", "cancel", task_id, check=False)
+    assert finished.stderr.startswith("kiln: error: FAILED_PRECONDITION")
+
+    spec.write_text(SPEC.replace("images_per_combination: 2", "images_per_combination: 100"))
+    big = cli.json("task", "create", str(spec))
+    cancelled = cli.json("task", "cancel", big["id"])  # type: ignore[index]
+    assert cancelled["state"] == "TASK_STATE_CANCELLED"  # type: ignore[index]
+    assert cancelled["succeeded_count"] < 200  # type: ignore[index]
+
+    cli.run("task", "delete", task_id)
+    assert [t["id"] for t in cli.json("task", "list")] == [big["id"]]  # type: ignore[union-attr,index]
+
+    missing = cli.run("task", "get", str(uuid.uuid4()), check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("kiln: error: NOT_FOUND")
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.timeout(180)
+def test_admin_flow(stack: KilnStack, tmp_path: Path) -> None:
+    """An admin lists and updates users, creates an API key that a script then uses,
+    sees queues and workers, pauses and resumes a queue; a plain user is refused."""
+    user_email = f"plain-{uuid.uuid4().hex[:8]}@example.com"
+    stack.token(user_email)
+    admin = Cli(stack, tmp_path / "admin")
+    admin.run("login", "--email", ADMIN_EMAIL, "--password-stdin", stdin=ADMIN_PASSWORD)
+
+    users = admin.json("users", "list", "--search", "plain-")
+    assert [u["email"] for u in users] == [user_email]  # type: ignore[union-attr,index]
+    user_id = users[0]["id"]  # type: ignore[index]
+    updated = admin.json("users", "update", user_id, "--name", "Renamed")
+    assert updated["display_name"] == "Renamed"  # type: ignore[index]
+
+    created = admin.json("api-keys", "create", "ci-bot", "--role", "user", "--user-id", user_id)
+    secret = created["secret"]  # type: ignore[index]
+    script = admin.json("whoami", env={"KILN_API_KEY": secret})
+    assert script["email"] == user_email  # type: ignore[index]
+    keys = admin.json("api-keys", "list")
+    assert any(k["name"] == "ci-bot" for k in keys)  # type: ignore[union-attr,index]
+
+    queues = admin.json("queues")
+    assert {q["queue"] for q in queues} >= {"QUEUE_STANDARD"}  # type: ignore[union-attr,index]
+    workers = admin.json("workers")
+    assert len(workers) >= 1  # type: ignore[arg-type]
+    assert "paused" in admin.run("queues", "pause", "standard").stdout
+    paused = {q["queue"]: q["paused"] for q in admin.json("queues")}  # type: ignore[union-attr,index]
+    assert paused["QUEUE_STANDARD"] is True
+    admin.run("queues", "resume", "standard")
+
+    user = Cli(stack, tmp_path / "user")
+    user.run("login", "--email", user_email, "--password-stdin", stdin=USER_PASSWORD)
+    refused = user.run("workers", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("kiln: error: PERMISSION_DENIED")
+
+
+def test_not_logged_in_is_one_line(tmp_path: Path) -> None:
+    """Without a login the CLI says what to do, with no traceback."""
+    result = subprocess.run(
+        [str(KILN), "task", "list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "kiln: error: not logged in: run `kiln login` (or set KILN_TOKEN / KILN_API_KEY)"
+    )
