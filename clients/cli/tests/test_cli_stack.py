@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ class Cli:
         assert "Traceback" not in result.stderr
         return result
 
-    def json(self, *args: str, env: dict[str, str] | None = None) -> object:
+    def json(self, *args: str, env: dict[str, str] | None = None) -> Any:
         return json.loads(self.run(*args, "--json", env=env).stdout)
 
 
@@ -74,7 +75,7 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
     assert f"logged in as {email}" in login.stdout
     credentials = tmp_path / "config" / "kiln" / "credentials.json"
     assert credentials.stat().st_mode & 0o777 == 0o600
-    assert cli.json("whoami")["email"] == email  # type: ignore[index]
+    assert cli.json("whoami")["email"] == email
 
     spec = tmp_path / "foxes.yaml"
     spec.write_text(SPEC)
@@ -84,12 +85,12 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
     task_id = created.stdout.split()[2]
 
     listed = cli.json("task", "list", "--search", "foxes")
-    assert [t["id"] for t in listed] == [task_id]  # type: ignore[union-attr,index]
+    assert [t["id"] for t in listed] == [task_id]
     task = cli.json("task", "get", task_id)
-    assert task["state"] == "TASK_STATE_SUCCEEDED"  # type: ignore[index]
-    assert task["succeeded_count"] == 4  # type: ignore[index]
+    assert task["state"] == "TASK_STATE_SUCCEEDED"
+    assert task["succeeded_count"] == 4
     subtasks = cli.json("task", "subtasks", task_id)
-    assert len(subtasks) == 4  # type: ignore[arg-type]
+    assert len(subtasks) == 4
 
     download = tmp_path / "download"
     cli.run("task", "download", task_id, str(download))
@@ -100,7 +101,7 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
         assert (download / image["file"]).stat().st_size > 0
         assert image["seed"] >= 11
 
-    first = subtasks[0]["id"]  # type: ignore[index]
+    first = subtasks[0]["id"]
     cli.run("image", "get", first, "-o", str(tmp_path / "one.jpg"))
     assert (tmp_path / "one.jpg").read_bytes()[:2] == b"\xff\xd8"
 
@@ -113,12 +114,12 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
 
     spec.write_text(SPEC.replace("images_per_combination: 2", "images_per_combination: 100"))
     big = cli.json("task", "create", str(spec))
-    cancelled = cli.json("task", "cancel", big["id"])  # type: ignore[index]
-    assert cancelled["state"] == "TASK_STATE_CANCELLED"  # type: ignore[index]
-    assert cancelled["succeeded_count"] < 200  # type: ignore[index]
+    cancelled = cli.json("task", "cancel", big["id"])
+    assert cancelled["state"] == "TASK_STATE_CANCELLED"
+    assert cancelled["succeeded_count"] < 200
 
     cli.run("task", "delete", task_id)
-    assert [t["id"] for t in cli.json("task", "list")] == [big["id"]]  # type: ignore[union-attr,index]
+    assert [t["id"] for t in cli.json("task", "list")] == [big["id"]]
 
     missing = cli.run("task", "get", str(uuid.uuid4()), check=False)
     assert missing.returncode == 1
@@ -136,24 +137,24 @@ def test_admin_flow(stack: KilnStack, tmp_path: Path) -> None:
     admin.run("login", "--email", ADMIN_EMAIL, "--password-stdin", stdin=ADMIN_PASSWORD)
 
     users = admin.json("users", "list", "--search", "plain-")
-    assert [u["email"] for u in users] == [user_email]  # type: ignore[union-attr,index]
-    user_id = users[0]["id"]  # type: ignore[index]
+    assert [u["email"] for u in users] == [user_email]
+    user_id = users[0]["id"]
     updated = admin.json("users", "update", user_id, "--name", "Renamed")
-    assert updated["display_name"] == "Renamed"  # type: ignore[index]
+    assert updated["display_name"] == "Renamed"
 
     created = admin.json("api-keys", "create", "ci-bot", "--role", "user", "--user-id", user_id)
-    secret = created["secret"]  # type: ignore[index]
+    secret = created["secret"]
     script = admin.json("whoami", env={"KILN_API_KEY": secret})
-    assert script["email"] == user_email  # type: ignore[index]
+    assert script["email"] == user_email
     keys = admin.json("api-keys", "list")
-    assert any(k["name"] == "ci-bot" for k in keys)  # type: ignore[union-attr,index]
+    assert any(k["name"] == "ci-bot" for k in keys)
 
     queues = admin.json("queues")
-    assert {q["queue"] for q in queues} >= {"QUEUE_STANDARD"}  # type: ignore[union-attr,index]
+    assert {q["queue"] for q in queues} >= {"QUEUE_STANDARD"}
     workers = admin.json("workers")
-    assert len(workers) >= 1  # type: ignore[arg-type]
+    assert len(workers) >= 1
     assert "paused" in admin.run("queues", "pause", "standard").stdout
-    paused = {q["queue"]: q["paused"] for q in admin.json("queues")}  # type: ignore[union-attr,index]
+    paused = {q["queue"]: q["paused"] for q in admin.json("queues")}
     assert paused["QUEUE_STANDARD"] is True
     admin.run("queues", "resume", "standard")
 
