@@ -1,0 +1,1 @@
+"""The Kiln tasks service: tasks, subtasks, dispatch, progress, watches, webhooks."""

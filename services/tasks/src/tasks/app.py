@@ -1,16 +1,41 @@
-"""Wires the tasks service: database, NATS, token verification, gRPC server."""
+"""Wires the tasks service: database, NATS, token verification, gRPC server, background loops.
+
+`build()` assembles everything without serving, so tests run the real server in-process on
+port 0 with a test token verifier; `serve()` is the process entry point.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import grpc
+import structlog
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kiln.common import bus, db, interceptors, jetstream, jwks, migrations, server
 from kiln.common.tokens import TokenVerifier
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from tasks import (
+    dispatch,
+    estimates,
+    fold,
+    maintenance,
+    progress,
+    service,
+    system,
+    watch,
+    webhooks,
+)
 from tasks.config import TasksConfig
 from tasks.servicer import SystemServicer, TaskServicer
+
+log = structlog.get_logger("tasks.app")
 
 _SERVICES = tasks_pb2.DESCRIPTOR.services_by_name
 TASK_SERVICE = _SERVICES["TaskService"].full_name
@@ -24,20 +49,126 @@ def migrate(config: TasksConfig) -> None:
     migrations.upgrade(MIGRATIONS, config.database_url, SCHEMA)
 
 
-async def serve(config: TasksConfig) -> None:
-    """Runs the tasks service until SIGTERM."""
+@dataclasses.dataclass
+class TasksApp:
+    """A built tasks service: the gRPC host plus its resources and background loops."""
+
+    config: TasksConfig
+    host: server.ServiceHost
+    engine: AsyncEngine
+    nc: Client
+    tasks: service.Tasks
+    hub: watch.Hub
+    dispatcher: dispatch.Dispatcher
+    progress_consumer: progress.ProgressConsumer
+    advisory_consumer: progress.AdvisoryConsumer
+    maintainer: maintenance.Maintenance
+    sender: webhooks.Sender
+    closers: list[Callable[[], Awaitable[object]]]
+    loops: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+
+    def start_loops(self) -> None:
+        """Starts the background loops the config enables."""
+        config = self.config
+        wanted: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        if config.dispatch_enabled:
+            wanted.append(("dispatcher", self.dispatcher.run))
+        if config.progress_enabled:
+            wanted += [
+                ("progress", self.progress_consumer.run),
+                ("advisories", self.advisory_consumer.run),
+            ]
+        if config.maintenance_enabled:
+            wanted.append(("maintenance", self.maintainer.run))
+        wanted.append(("webhooks", self.sender.run))
+        for name, run in wanted:
+            self.loops.append(asyncio.create_task(run(), name=f"tasks-{name}"))
+
+    async def stop_loops(self) -> None:
+        """Cancels the background loops and waits for them."""
+        for loop in self.loops:
+            loop.cancel()
+        for loop in self.loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loop
+        self.loops.clear()
+
+    async def start(self) -> int:
+        """Starts loops and the server; returns the port."""
+        self.start_loops()
+        return await self.host.start()
+
+    async def close(self) -> None:
+        """Stops the server (no grace), the loops, and closes every resource."""
+        await self.host.server.stop(0)
+        await self.host.monitor.stop()
+        await self.stop_loops()
+        for close in self.closers:
+            with contextlib.suppress(Exception):
+                await close()
+
+
+async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> TasksApp:
+    """Connects to PostgreSQL and NATS, provisions the bus and assembles the service.
+
+    Without `verifier`, tokens are checked with the auth service's published keys."""
     engine = db.create_engine(config, application_name="tasks")
     await migrations.ensure_current(engine, MIGRATIONS, SCHEMA, "tasks")
     nc = await jetstream.connect(config, "tasks")
-    await jetstream.provision(nc.jetstream(), bus.tasks_topology(config))
-    auth_channel = grpc.aio.insecure_channel(config.auth_target)
-    verifier = TokenVerifier(
-        jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
-        config.jwt_issuer,
-        config.jwt_audience,
-        config.jwt_leeway,
+    js = nc.jetstream()
+    await jetstream.provision(js, bus.tasks_topology(config))
+    closers: list[Callable[[], Awaitable[object]]] = []
+    if verifier is None:
+        auth_channel = grpc.aio.insecure_channel(config.auth_target)
+        verifier = TokenVerifier(
+            jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
+            config.jwt_issuer,
+            config.jwt_audience,
+            config.jwt_leeway,
+        )
+        closers.append(auth_channel.close)
+
+    hub = watch.Hub(nc, config.max_watchers_per_user)
+    sender = webhooks.Sender(
+        engine,
+        allow_private=config.webhook_allow_private,
+        timeout=config.webhook_timeout,
+        max_attempts=config.webhook_max_attempts,
+        backoff=config.webhook_backoff,
+        poll=config.webhook_poll,
     )
-    task_servicer, system_servicer = TaskServicer(), SystemServicer()
+    dispatcher = dispatch.Dispatcher(
+        engine,
+        js,
+        window=config.dispatch_window,
+        batch=config.dispatch_batch,
+        poll=config.dispatch_poll,
+        max_backoff=config.dispatch_max_backoff,
+    )
+
+    async def announce(outcome: fold.Outcome) -> None:
+        if outcome.ended:
+            dispatcher.wake()  # room in the window
+        if outcome.webhooks:
+            sender.wake()
+        for task_id, version in outcome.versions.items():
+            await hub.announce(task_id, version)
+
+    runtime = service.Runtime(
+        engine=engine,
+        nc=nc,
+        js=js,
+        hub=hub,
+        estimator=estimates.Estimator(engine, nc, config.default_render_seconds),
+        limits=config.limits(),
+        max_active_tasks=config.max_active_tasks_per_user,
+        wake_dispatcher=dispatcher.wake,
+        wake_webhooks=sender.wake,
+    )
+    tasks = service.Tasks(runtime)
+    watches = service.Watches(tasks, config.watch_refresh)
+    task_servicer = TaskServicer(tasks, watches, js)
+    system_servicer = SystemServicer(system.System(engine, js))
     host = server.ServiceHost(
         config,
         [
@@ -56,4 +187,41 @@ async def serve(config: TasksConfig) -> None:
             server.Dependency("nats", lambda: jetstream.ping(nc)),
         ],
     )
-    await server.serve_until_stopped(host, [nc.drain, auth_channel.close, engine.dispose])
+    limits = maintenance.Limits(
+        time_limit=config.job_time_limit,
+        grace=config.job_grace,
+        age_limit=config.job_age_limit,
+        max_attempts=config.max_attempts,
+        reconcile_after=config.reconcile_after,
+        outbox_retention=config.outbox_retention,
+        webhook_retention=config.webhook_retention,
+    )
+    closers += [sender.close, nc.drain, engine.dispose]
+    return TasksApp(
+        config=config,
+        host=host,
+        engine=engine,
+        nc=nc,
+        tasks=tasks,
+        hub=hub,
+        dispatcher=dispatcher,
+        progress_consumer=progress.ProgressConsumer(js, engine, config.progress_batch, announce),
+        advisory_consumer=progress.AdvisoryConsumer(js, engine, announce, config.job_max_deliver),
+        maintainer=maintenance.Maintenance(
+            engine,
+            limits,
+            interval=config.maintenance_interval,
+            announce=announce,
+            wake_dispatcher=dispatcher.wake,
+            record_cancellation=tasks.record_cancellation,
+        ),
+        sender=sender,
+        closers=closers,
+    )
+
+
+async def serve(config: TasksConfig) -> None:
+    """Runs the tasks service until SIGTERM."""
+    app = await build(config)
+    app.start_loops()
+    await server.serve_until_stopped(app.host, [app.stop_loops, *app.closers])

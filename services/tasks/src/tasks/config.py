@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from kiln.common.bus import BusSettings
-from kiln.common.config import non_negative, setting
+from kiln.common.config import non_negative, positive, setting
 from kiln.common.settings import DatabaseSettings, NatsSettings, ServerSettings, TokenSettings
+from tasks import spec
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -21,3 +22,140 @@ class TasksConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings,
         "host:port of the auth service, whose public keys verify tokens.",
         "127.0.0.1:50051",
     )
+    max_subtasks: int = setting(
+        "TASKS_MAX_SUBTASKS", "Subtasks one task may expand to.", 10_000, check=positive
+    )
+    max_active_tasks_per_user: int = setting(
+        "TASKS_MAX_ACTIVE_TASKS_PER_USER",
+        "Unfinished tasks one user may have; more is RESOURCE_EXHAUSTED.",
+        100,
+        check=positive,
+    )
+    max_watchers_per_user: int = setting(
+        "TASKS_MAX_WATCHERS_PER_USER",
+        "Concurrent WatchTask streams of one user on one replica.",
+        50,
+        check=positive,
+    )
+    webhook_allow_private: bool = setting(
+        "TASKS_WEBHOOK_ALLOW_PRIVATE",
+        "Allow webhooks to loopback and private addresses (local and test setups only).",
+        False,
+    )
+    dispatch_enabled: bool = setting(
+        "TASKS_DISPATCH_ENABLED", "Run the outbox dispatcher in this replica.", True
+    )
+    dispatch_window: int = setting(
+        "TASKS_DISPATCH_WINDOW",
+        "Jobs of one queue published and not yet finished, at most.",
+        1000,
+        check=positive,
+    )
+    dispatch_batch: int = setting(
+        "TASKS_DISPATCH_BATCH", "Outbox rows published per round.", 500, check=positive
+    )
+    dispatch_poll: float = setting(
+        "TASKS_DISPATCH_POLL_SECONDS",
+        "Longest pause between dispatch rounds when nothing wakes the dispatcher.",
+        0.5,
+        check=positive,
+    )
+    dispatch_max_backoff: float = setting(
+        "TASKS_DISPATCH_MAX_BACKOFF_SECONDS",
+        "Longest pause between dispatch attempts while NATS or PostgreSQL fail.",
+        2.0,
+        check=positive,
+    )
+    progress_enabled: bool = setting(
+        "TASKS_PROGRESS_ENABLED", "Run the event and advisory consumers in this replica.", True
+    )
+    progress_batch: int = setting(
+        "TASKS_PROGRESS_BATCH", "Events folded in one transaction.", 500, check=positive
+    )
+    maintenance_enabled: bool = setting(
+        "TASKS_MAINTENANCE_ENABLED", "Run the maintenance loop (one replica at a time).", True
+    )
+    maintenance_interval: float = setting(
+        "TASKS_MAINTENANCE_INTERVAL_SECONDS",
+        "Pause between maintenance passes.",
+        10.0,
+        check=positive,
+    )
+    job_time_limit: float = setting(
+        "TASKS_JOB_TIME_LIMIT_SECONDS", "A worker's time limit per job.", 300.0, check=positive
+    )
+    job_grace: float = setting(
+        "TASKS_JOB_GRACE_SECONDS",
+        "Extra time a running subtask gets past the time limit before it is re-queued.",
+        60.0,
+        check=non_negative,
+    )
+    job_age_limit: float = setting(
+        "TASKS_JOB_AGE_LIMIT_SECONDS",
+        "Subtasks waiting longer than this expire as failed (EXPIRED).",
+        86400.0,
+        check=positive,
+    )
+    max_attempts: int = setting(
+        "TASKS_MAX_ATTEMPTS",
+        "Attempts of one subtask the maintenance loop allows before failing it (TIMEOUT).",
+        3,
+        check=positive,
+    )
+    reconcile_after: float = setting(
+        "TASKS_RECONCILE_AFTER_SECONDS",
+        "A queued or running subtask with no sign of life this long is re-published.",
+        900.0,
+        check=positive,
+    )
+    outbox_retention: float = setting(
+        "TASKS_OUTBOX_RETENTION_SECONDS",
+        "How long sent outbox rows are kept.",
+        86400.0,
+        check=positive,
+    )
+    webhook_retention: float = setting(
+        "TASKS_WEBHOOK_RETENTION_SECONDS",
+        "How long finished webhook deliveries and their attempts are kept.",
+        7 * 86400.0,
+        check=positive,
+    )
+    webhook_timeout: float = setting(
+        "TASKS_WEBHOOK_TIMEOUT_SECONDS", "Timeout of one webhook POST.", 10.0, check=positive
+    )
+    webhook_max_attempts: int = setting(
+        "TASKS_WEBHOOK_MAX_ATTEMPTS",
+        "POSTs of one delivery before it is given up.",
+        8,
+        check=positive,
+    )
+    webhook_backoff: float = setting(
+        "TASKS_WEBHOOK_BACKOFF_SECONDS",
+        "First retry delay of a webhook; doubles per attempt up to 64 times it.",
+        2.0,
+        check=positive,
+    )
+    webhook_poll: float = setting(
+        "TASKS_WEBHOOK_POLL_SECONDS",
+        "Pause between looks for due webhook deliveries.",
+        1.0,
+        check=positive,
+    )
+    default_render_seconds: float = setting(
+        "TASKS_DEFAULT_RENDER_SECONDS",
+        "Render time assumed for ETAs until a queue has measured ones.",
+        5.0,
+        check=positive,
+    )
+    watch_refresh: float = setting(
+        "TASKS_WATCH_REFRESH_SECONDS",
+        "A watcher re-reads its task at least this often, even without notifications.",
+        5.0,
+        check=positive,
+    )
+
+    def limits(self) -> spec.Limits:
+        """The task limits this config sets."""
+        return spec.Limits(
+            max_subtasks=self.max_subtasks, allow_private_webhooks=self.webhook_allow_private
+        )

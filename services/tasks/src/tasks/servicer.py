@@ -2,12 +2,227 @@
 
 from __future__ import annotations
 
-from kiln.tasks.v1 import tasks_pb2_grpc
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from kiln.common import errors
+from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from tasks import convert, images, service, system
+
+Context = Any  # grpc.aio.ServicerContext; grpc ships no annotations
+
+
+def _states(values: Any, names: dict[int, str], field: str) -> list[str]:
+    unknown = [v for v in values if v not in names]
+    if unknown:
+        raise errors.InvalidArgument.field(field, f"unknown state values {unknown}")
+    return sorted({names[v] for v in values})
 
 
 class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
-    """TaskService; every RPC answers UNIMPLEMENTED until the tasks issue lands."""
+    """TaskService."""
+
+    def __init__(
+        self, tasks: service.Tasks, watches: service.Watches, js: JetStreamContext
+    ) -> None:
+        self._tasks = tasks
+        self._watches = watches
+        self._js = js
+
+    async def CreateTask(
+        self, request: tasks_pb2.CreateTaskRequest, context: Context
+    ) -> tasks_pb2.CreateTaskResponse:
+        task, eta = await self._tasks.create(
+            convert.task_spec(request), validate_only=request.validate_only
+        )
+        return tasks_pb2.CreateTaskResponse(
+            task=convert.task_proto(task), eta=convert.duration(eta)
+        )
+
+    async def GetTask(
+        self, request: tasks_pb2.GetTaskRequest, context: Context
+    ) -> tasks_pb2.GetTaskResponse:
+        task = await self._tasks.get(request.task_id)
+        return tasks_pb2.GetTaskResponse(task=convert.task_proto(task))
+
+    async def ListTasks(
+        self, request: tasks_pb2.ListTasksRequest, context: Context
+    ) -> tasks_pb2.ListTasksResponse:
+        page, token = await self._tasks.list_tasks(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            states=_states(request.states, convert.TASK_STATE_NAMES, "states"),
+            tag=request.tag,
+            search=request.search,
+            owner_id=request.owner_id,
+        )
+        return tasks_pb2.ListTasksResponse(
+            tasks=[convert.task_proto(t) for t in page], next_page_token=token
+        )
+
+    async def ListSubtasks(
+        self, request: tasks_pb2.ListSubtasksRequest, context: Context
+    ) -> tasks_pb2.ListSubtasksResponse:
+        variables: dict[str, str] = {}
+        violations = []
+        for i, item in enumerate(request.variable_filters):
+            if not item.name:
+                violations.append(
+                    errors.FieldViolation(f"variable_filters[{i}].name", "must not be empty")
+                )
+            elif item.name in variables and variables[item.name] != item.value:
+                violations.append(
+                    errors.FieldViolation(
+                        f"variable_filters[{i}]", f"{item.name!r} is filtered twice"
+                    )
+                )
+            variables[item.name] = item.value
+        if violations:
+            raise errors.InvalidArgument(violations)
+        page, token = await self._tasks.list_subtasks(
+            request.task_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            states=_states(request.states, convert.SUBTASK_STATE_NAMES, "states"),
+            variables=variables,
+        )
+        return tasks_pb2.ListSubtasksResponse(
+            subtasks=[convert.subtask_proto(s) for s in page], next_page_token=token
+        )
+
+    async def CancelTask(
+        self, request: tasks_pb2.CancelTaskRequest, context: Context
+    ) -> tasks_pb2.CancelTaskResponse:
+        task = await self._tasks.cancel(request.task_id)
+        return tasks_pb2.CancelTaskResponse(task=convert.task_proto(task))
+
+    async def DeleteTask(
+        self, request: tasks_pb2.DeleteTaskRequest, context: Context
+    ) -> tasks_pb2.DeleteTaskResponse:
+        await self._tasks.delete(request.task_id)
+        return tasks_pb2.DeleteTaskResponse()
+
+    async def RetryTask(
+        self, request: tasks_pb2.RetryTaskRequest, context: Context
+    ) -> tasks_pb2.RetryTaskResponse:
+        task, count = await self._tasks.retry(request.task_id)
+        return tasks_pb2.RetryTaskResponse(task=convert.task_proto(task), retried_count=count)
+
+    async def WatchTask(
+        self, request: tasks_pb2.WatchTaskRequest, context: Context
+    ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
+        async for update in self._watches.watch(
+            request.task_id, request.after_version, request.include_subtasks
+        ):
+            message = tasks_pb2.WatchTaskResponse(
+                task=convert.task_proto(update.task), snapshot=update.snapshot
+            )
+            if update.subtask is not None:
+                message.subtask.CopyFrom(convert.subtask_proto(update.subtask))
+            yield message
+
+    async def GetImage(
+        self, request: tasks_pb2.GetImageRequest, context: Context
+    ) -> AsyncIterator[tasks_pb2.GetImageResponse]:
+        subtask, content_type, data = await images.read_image(
+            self._tasks, self._js, request.subtask_id, request.thumbnail
+        )
+        yield tasks_pb2.GetImageResponse(
+            metadata=tasks_pb2.ImageMetadata(
+                subtask_id=subtask.id,
+                task_id=subtask.task_id,
+                content_type=content_type,
+                size_bytes=len(data),
+                width=(subtask.result_width or subtask.width) if not request.thumbnail else 0,
+                height=(subtask.result_height or subtask.height) if not request.thumbnail else 0,
+                sha256=hashlib.sha256(data).hexdigest(),
+                prompt=subtask.polished_prompt or subtask.prompt,
+                seed=subtask.seed,
+            )
+        )
+        async for piece in images.chunks(data):
+            yield tasks_pb2.GetImageResponse(chunk=piece)
+
+
+def _queue_proto(stats: system.QueueStats) -> tasks_pb2.QueueStats:
+    return tasks_pb2.QueueStats(
+        queue=convert.QUEUE_ENUMS[stats.queue],
+        pending=stats.pending,
+        in_flight=stats.in_flight,
+        redelivered=stats.redelivered,
+        consumers=stats.consumers,
+        oldest_age=convert.duration(stats.oldest_age),
+        paused=stats.paused,
+        waiting_dispatch=stats.waiting_dispatch,
+    )
+
+
+def _queue_name(value: int) -> str:
+    # An unset or unknown queue becomes "", which the use case refuses after the role check.
+    return "" if value == tasks_pb2.QUEUE_UNSPECIFIED else convert.QUEUE_NAMES.get(value, "")
 
 
 class SystemServicer(tasks_pb2_grpc.SystemServiceServicer):
-    """SystemService; every RPC answers UNIMPLEMENTED until the tasks issue lands."""
+    """SystemService (admin only)."""
+
+    def __init__(self, system_: system.System) -> None:
+        self._system = system_
+
+    async def GetSystemStats(
+        self, request: tasks_pb2.GetSystemStatsRequest, context: Context
+    ) -> tasks_pb2.GetSystemStatsResponse:
+        stats = await self._system.stats()
+        return tasks_pb2.GetSystemStatsResponse(
+            tasks_by_state=[
+                tasks_pb2.StateCount(state=s, count=n) for s, n in stats.tasks_by_state.items()
+            ],
+            subtasks_by_state=[
+                tasks_pb2.StateCount(state=s, count=n) for s, n in stats.subtasks_by_state.items()
+            ],
+            images_last_minute=stats.images_last_minute,
+            images_per_minute_last_hour=stats.images_per_minute_last_hour,
+            outbox_backlog=stats.outbox_backlog,
+            live_workers=stats.live_workers,
+        )
+
+    async def GetQueueStats(
+        self, request: tasks_pb2.GetQueueStatsRequest, context: Context
+    ) -> tasks_pb2.GetQueueStatsResponse:
+        queues = await self._system.queues()
+        return tasks_pb2.GetQueueStatsResponse(queues=[_queue_proto(q) for q in queues])
+
+    async def ListWorkers(
+        self, request: tasks_pb2.ListWorkersRequest, context: Context
+    ) -> tasks_pb2.ListWorkersResponse:
+        beats = await self._system.workers()
+        workers = []
+        for beat in beats:
+            worker = tasks_pb2.Worker(
+                worker_id=beat.worker_id,
+                queues=[convert.QUEUE_ENUMS[q] for q in beat.queues if q in convert.QUEUE_ENUMS],
+                concurrency=beat.concurrency,
+                in_flight=beat.in_flight,
+                processed=beat.processed,
+                failed=beat.failed,
+                version=beat.version,
+                hostname=beat.hostname,
+            )
+            worker.start_time.CopyFrom(beat.start_time)
+            worker.heartbeat_time.CopyFrom(beat.time)
+            workers.append(worker)
+        return tasks_pb2.ListWorkersResponse(workers=workers)
+
+    async def PauseQueue(
+        self, request: tasks_pb2.PauseQueueRequest, context: Context
+    ) -> tasks_pb2.PauseQueueResponse:
+        stats = await self._system.set_paused(_queue_name(request.queue), True)
+        return tasks_pb2.PauseQueueResponse(queue=_queue_proto(stats))
+
+    async def ResumeQueue(
+        self, request: tasks_pb2.ResumeQueueRequest, context: Context
+    ) -> tasks_pb2.ResumeQueueResponse:
+        stats = await self._system.set_paused(_queue_name(request.queue), False)
+        return tasks_pb2.ResumeQueueResponse(queue=_queue_proto(stats))

@@ -1,0 +1,216 @@
+"""Proto <-> domain conversions of the tasks service (no I/O)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from kiln.imagegen.v1 import imagegen_pb2
+from kiln.tasks.v1 import tasks_pb2
+from tasks import model, spec
+
+QUEUE_NAMES: dict[int, str] = {
+    tasks_pb2.QUEUE_UNSPECIFIED: spec.DEFAULT_QUEUE,
+    tasks_pb2.QUEUE_STANDARD: "standard",
+    tasks_pb2.QUEUE_LUMINA: "lumina",
+    tasks_pb2.QUEUE_HIGH_PRIORITY: "high_priority",
+}
+QUEUE_ENUMS: dict[str, Any] = {
+    v: k for k, v in QUEUE_NAMES.items() if k != tasks_pb2.QUEUE_UNSPECIFIED
+}
+FORMAT_NAMES: dict[int, str] = {
+    tasks_pb2.OUTPUT_FORMAT_UNSPECIFIED: spec.DEFAULT_OUTPUT_FORMAT,
+    tasks_pb2.OUTPUT_FORMAT_PNG: "png",
+    tasks_pb2.OUTPUT_FORMAT_WEBP: "webp",
+    tasks_pb2.OUTPUT_FORMAT_JPEG: "jpeg",
+}
+FORMAT_ENUMS: dict[str, Any] = {
+    v: k for k, v in FORMAT_NAMES.items() if k != tasks_pb2.OUTPUT_FORMAT_UNSPECIFIED
+}
+IMAGE_FORMATS: dict[str, Any] = {
+    "png": imagegen_pb2.IMAGE_FORMAT_PNG,
+    "webp": imagegen_pb2.IMAGE_FORMAT_WEBP,
+    "jpeg": imagegen_pb2.IMAGE_FORMAT_JPEG,
+}
+WEBHOOK_EVENT_NAMES: dict[int, str] = {
+    tasks_pb2.WEBHOOK_EVENT_TASK_FINISHED: "task_finished",
+    tasks_pb2.WEBHOOK_EVENT_SUBTASK_FINISHED: "subtask_finished",
+}
+WEBHOOK_EVENT_ENUMS: dict[str, Any] = {v: k for k, v in WEBHOOK_EVENT_NAMES.items()}
+TASK_STATE_ENUMS: dict[str, Any] = {
+    model.PENDING: tasks_pb2.TASK_STATE_PENDING,
+    model.RUNNING: tasks_pb2.TASK_STATE_RUNNING,
+    model.SUCCEEDED: tasks_pb2.TASK_STATE_SUCCEEDED,
+    model.PARTIALLY_FAILED: tasks_pb2.TASK_STATE_PARTIALLY_FAILED,
+    model.FAILED: tasks_pb2.TASK_STATE_FAILED,
+    model.CANCELLED: tasks_pb2.TASK_STATE_CANCELLED,
+}
+TASK_STATE_NAMES: dict[int, str] = {v: k for k, v in TASK_STATE_ENUMS.items()}
+SUBTASK_STATE_ENUMS: dict[str, Any] = {
+    model.PENDING: tasks_pb2.SUBTASK_STATE_PENDING,
+    model.QUEUED: tasks_pb2.SUBTASK_STATE_QUEUED,
+    model.RUNNING: tasks_pb2.SUBTASK_STATE_RUNNING,
+    model.SUCCEEDED: tasks_pb2.SUBTASK_STATE_SUCCEEDED,
+    model.FAILED: tasks_pb2.SUBTASK_STATE_FAILED,
+    model.CANCELLED: tasks_pb2.SUBTASK_STATE_CANCELLED,
+}
+SUBTASK_STATE_NAMES: dict[int, str] = {v: k for k, v in SUBTASK_STATE_ENUMS.items()}
+
+
+def _enum_name(names: dict[int, str], value: int, kind: str) -> str:
+    # An unknown number becomes a name validation refuses, with the number in the message.
+    return names.get(value, f"{kind}({value})")
+
+
+def task_spec(request: tasks_pb2.CreateTaskRequest) -> spec.TaskSpec:
+    """The TaskSpec of a CreateTask request; variables in a fixed (sorted) order."""
+    settings = request.settings
+    webhook = None
+    if settings.HasField("webhook"):
+        webhook = spec.WebhookSpec(
+            url=settings.webhook.url,
+            secret=settings.webhook.secret,
+            events=tuple(
+                _enum_name(WEBHOOK_EVENT_NAMES, e, "WebhookEvent") for e in settings.webhook.events
+            ),
+        )
+    return spec.TaskSpec(
+        task_name=request.task_name,
+        prompt_template=request.prompt_template,
+        variables={
+            name: tuple(request.variables[name].values) for name in sorted(request.variables)
+        },
+        zip_groups=tuple(tuple(g.variables) for g in request.zip_groups),
+        images_per_combination=request.images_per_combination,
+        ratio=settings.ratio,
+        seed=settings.seed if settings.HasField("seed") else None,
+        use_polish=settings.use_polish,
+        queue=_enum_name(QUEUE_NAMES, settings.queue, "Queue"),
+        negative_prompt=settings.negative_prompt,
+        output_format=_enum_name(FORMAT_NAMES, settings.output_format, "OutputFormat"),
+        priority=request.priority,
+        tags=tuple(request.tags),
+        webhook=webhook,
+        request_id=request.request_id,
+    )
+
+
+def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A proto timestamp, or None."""
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def duration(seconds: float | None) -> duration_pb2.Duration | None:
+    """A proto duration, or None."""
+    if seconds is None:
+        return None
+    value = duration_pb2.Duration()
+    value.FromMilliseconds(max(0, round(seconds * 1000)))
+    return value
+
+
+def task_proto(task: model.Task) -> tasks_pb2.Task:
+    """The Task message of a task; the webhook secret is never included."""
+    settings = tasks_pb2.TaskSettings(
+        ratio=task.ratio,
+        use_polish=task.use_polish,
+        queue=QUEUE_ENUMS.get(task.queue, tasks_pb2.QUEUE_UNSPECIFIED),
+        negative_prompt=task.negative_prompt,
+        output_format=FORMAT_ENUMS.get(task.output_format, tasks_pb2.OUTPUT_FORMAT_UNSPECIFIED),
+    )
+    if task.seed is not None:
+        settings.seed = task.seed
+    if task.webhook_url:
+        settings.webhook.url = task.webhook_url
+        settings.webhook.events.extend(WEBHOOK_EVENT_ENUMS[e] for e in task.webhook_events)
+    total = task.total_images
+    message = tasks_pb2.Task(
+        id=task.id,
+        task_name=task.task_name,
+        owner_id=task.owner_id,
+        tags=task.tags,
+        prompt_template=task.prompt_template,
+        variables={k: tasks_pb2.VariableValues(values=v) for k, v in task.variables.items()},
+        zip_groups=[tasks_pb2.ZipGroup(variables=g) for g in task.zip_groups],
+        images_per_combination=task.images_per_combination,
+        settings=settings,
+        priority=task.priority,
+        state=TASK_STATE_ENUMS[task.state],
+        total_images=total,
+        succeeded_count=task.succeeded_count,
+        failed_count=task.failed_count,
+        cancelled_count=task.cancelled_count,
+        running_count=task.running_count,
+        progress=(task.ended / total) if total else 0.0,
+        all_subtasks_completed=task.all_subtasks_completed,
+        queue_position=task.queue_position,
+        is_deleted=task.is_deleted,
+        version=task.version,
+    )
+    for field, value in (
+        ("create_time", task.create_time),
+        ("start_time", task.start_time),
+        ("finish_time", task.finish_time),
+        ("update_time", task.update_time),
+    ):
+        stamp = timestamp(value)
+        if stamp is not None:
+            getattr(message, field).CopyFrom(stamp)
+    eta = duration(task.eta_seconds)
+    if eta is not None and not task.is_terminal:
+        message.eta.CopyFrom(eta)
+    return message
+
+
+def subtask_proto(subtask: model.Subtask) -> tasks_pb2.Subtask:
+    """The Subtask message of a subtask."""
+    message = tasks_pb2.Subtask(
+        id=subtask.id,
+        task_id=subtask.task_id,
+        index=subtask.idx,
+        variable_values=subtask.variable_values,
+        prompt=subtask.prompt,
+        negative_prompt=subtask.negative_prompt,
+        polished_prompt=subtask.polished_prompt,
+        ratio=subtask.ratio,
+        width=subtask.width,
+        height=subtask.height,
+        seed=subtask.seed,
+        use_polish=subtask.use_polish,
+        queue=QUEUE_ENUMS.get(subtask.queue, tasks_pb2.QUEUE_UNSPECIFIED),
+        state=SUBTASK_STATE_ENUMS[subtask.state],
+        attempt=subtask.attempt,
+        retried_from=subtask.retried_from or "",
+        worker_id=subtask.worker_id,
+    )
+    if subtask.error_type:
+        message.error.type = subtask.error_type
+        message.error.message = subtask.error_message or ""
+    if subtask.state == model.SUCCEEDED and subtask.object_name:
+        message.result.CopyFrom(
+            tasks_pb2.ImageResult(
+                object_name=subtask.object_name,
+                content_type=subtask.content_type or "",
+                width=subtask.result_width or 0,
+                height=subtask.result_height or 0,
+                size_bytes=subtask.size_bytes or 0,
+                sha256=subtask.sha256 or "",
+            )
+        )
+    for field, value in (
+        ("queue_time", subtask.queue_time),
+        ("start_time", subtask.start_time),
+        ("finish_time", subtask.finish_time),
+    ):
+        stamp = timestamp(value)
+        if stamp is not None:
+            getattr(message, field).CopyFrom(stamp)
+    if subtask.render_ms is not None:
+        message.render_duration.FromMilliseconds(subtask.render_ms)
+    return message

@@ -1,0 +1,211 @@
+"""The dispatcher: outbox rows -> jobs on JetStream, fairly, and safe to crash anywhere.
+
+One round, per queue:
+  1. count the queue's jobs in flight (subtasks queued or running) and stop when the window
+     is full;
+  2. pick up to the free room of unsent outbox rows, highest priority first and then
+     round-robin across owners (the n-th oldest row of every owner before the (n+1)-th of
+     any), and lock them with FOR UPDATE SKIP LOCKED so other replicas take other rows;
+  3. publish each as a `Job` with `Nats-Msg-Id` = `<subtask>.<attempt>[.g<generation>]`;
+  4. mark the published rows sent and their subtasks queued, and commit.
+
+A crash between 3 and 4 leaves the rows unsent; they are published again with the same
+message ids and JetStream's duplicate window drops the copies. When NATS is down, the
+publishes fail, nothing is marked, and the dispatcher retries with a capped backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from typing import Any
+
+import structlog
+from nats.js import JetStreamContext
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from kiln.common import bus
+from kiln.imagegen.v1 import jobs_pb2
+from tasks import convert
+
+log = structlog.get_logger("tasks.dispatch")
+
+_IN_FLIGHT = (
+    "SELECT count(*) FROM tasks.subtasks WHERE queue = :q AND state IN ('queued', 'running')"
+)
+
+# Fair order: priority first, then each owner's rank (its 1st row, then every owner's 2nd
+# row...), then age. Ranking reads ids only; the rows are locked afterwards.
+_PICK = """
+WITH ranked AS (
+    SELECT id, priority,
+        row_number() OVER (PARTITION BY owner_id, priority ORDER BY id) AS rank
+    FROM tasks.outbox
+    WHERE queue = :q AND sent_time IS NULL AND (generation > 0) = :republish
+)
+SELECT o.id, o.subtask_id, o.attempt, o.generation, s.task_id, s.owner_id, s.queue, s.idx,
+    s.prompt, s.negative_prompt, s.width, s.height, s.seed, s.use_polish, s.output_format,
+    s.ratio, s.create_time
+FROM tasks.outbox o JOIN tasks.subtasks s ON s.id = o.subtask_id
+WHERE o.id IN (
+    SELECT id FROM ranked ORDER BY priority DESC, rank, id LIMIT :limit
+) AND o.sent_time IS NULL
+ORDER BY o.priority DESC, o.id
+FOR UPDATE OF o SKIP LOCKED
+"""
+
+_MARK_SENT = """
+WITH sent AS (
+    UPDATE tasks.outbox SET sent_time = now() WHERE id = ANY(CAST(:ids AS bigint[]))
+    RETURNING subtask_id, attempt
+)
+UPDATE tasks.subtasks s SET state = 'queued', queue_time = COALESCE(s.queue_time, now()),
+    last_seen = now()
+FROM sent WHERE s.id = sent.subtask_id AND s.attempt = sent.attempt AND s.state = 'pending'
+"""
+
+
+def message_id(subtask_id: str, attempt: int, generation: int) -> str:
+    """The job's `Nats-Msg-Id`: the same for every publication of one attempt's generation."""
+    base = f"{subtask_id}.{attempt}"
+    return base if generation == 0 else f"{base}.g{generation}"
+
+
+def job_message(row: dict[str, Any]) -> jobs_pb2.Job:
+    """The Job of an outbox row joined with its subtask."""
+    job = jobs_pb2.Job(
+        subtask_id=str(row["subtask_id"]),
+        task_id=str(row["task_id"]),
+        owner_id=row["owner_id"],
+        queue=row["queue"],
+        attempt=row["attempt"],
+        prompt=row["prompt"],
+        negative_prompt=row["negative_prompt"],
+        width=row["width"],
+        height=row["height"],
+        seed=row["seed"],
+        use_polish=row["use_polish"],
+        format=convert.IMAGE_FORMATS.get(row["output_format"], 0),
+        generation=row["generation"],
+        index=row["idx"],
+        ratio=row["ratio"],
+    )
+    job.create_time.FromDatetime(row["create_time"])
+    return job
+
+
+@dataclasses.dataclass
+class DispatchStats:
+    """Counters for tests and logs."""
+
+    published: int = 0
+    rounds: int = 0
+    failures: int = 0
+
+
+class Dispatcher:
+    """Publishes the outbox until stopped; `wake()` starts a round at once."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        js: JetStreamContext,
+        *,
+        window: int,
+        batch: int,
+        poll: float,
+        max_backoff: float,
+        queues: tuple[str, ...] = bus.QUEUES,
+    ) -> None:
+        self._engine = engine
+        self._js = js
+        self._window = window
+        self._batch = batch
+        self._poll = poll
+        self._max_backoff = max_backoff
+        self._queues = queues
+        self._wake = asyncio.Event()
+        self.stats = DispatchStats()
+
+    def wake(self) -> None:
+        """Starts a round now (after committing outbox rows, or when jobs finish)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The dispatch loop."""
+        backoff = 0.05
+        while True:
+            self._wake.clear()
+            try:
+                busy = await self.dispatch_once()
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.failures += 1
+                log.warning("dispatch_failed", error=type(exc).__name__, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+
+    async def dispatch_once(self) -> bool:
+        """One round over every queue; True when some queue had more to send right away."""
+        self.stats.rounds += 1
+        busy = False
+        for queue in self._queues:
+            sent, full_batch = await self._dispatch_queue(queue)
+            busy = busy or full_batch
+            if sent:
+                self.stats.published += sent
+        return busy
+
+    async def _dispatch_queue(self, queue: str) -> tuple[int, bool]:
+        # Re-publications (generation > 0) are of jobs already counted in flight, so they
+        # bypass the window: otherwise lost jobs filling the window would block it forever.
+        republished, _ = await self._dispatch_rows(queue, self._batch, republish=True)
+        async with self._engine.connect() as conn:
+            in_flight = int(await conn.scalar(text(_IN_FLIGHT), {"q": queue}) or 0)
+        room = min(self._window - in_flight, self._batch)
+        if room <= 0:
+            return republished, False
+        sent, full = await self._dispatch_rows(queue, room, republish=False)
+        return republished + sent, full
+
+    async def _dispatch_rows(self, queue: str, room: int, *, republish: bool) -> tuple[int, bool]:
+        async with self._engine.begin() as conn:
+            params = {"q": queue, "limit": room, "republish": republish}
+            rows = [dict(r) for r in (await conn.execute(text(_PICK), params)).mappings()]
+            if not rows:
+                return 0, False
+            published = await self._publish(rows)
+            if published:
+                await self._mark_sent(conn, published)
+        if len(published) < len(rows):
+            raise ConnectionError(f"{len(rows) - len(published)} jobs could not be published")
+        log.debug("jobs_dispatched", queue=queue, count=len(published))
+        return len(published), len(rows) == room
+
+    async def _publish(self, rows: list[dict[str, Any]]) -> list[int]:
+        async def publish(row: dict[str, Any]) -> int | None:
+            msg_id = message_id(str(row["subtask_id"]), row["attempt"], row["generation"])
+            try:
+                await self._js.publish(
+                    bus.jobs_subject(row["queue"]),
+                    job_message(row).SerializeToString(),
+                    headers={bus.MSG_ID_HEADER: msg_id},
+                    timeout=5.0,
+                )
+            except Exception:
+                return None
+            return int(row["id"])
+
+        results = await asyncio.gather(*(publish(r) for r in rows))
+        return [r for r in results if r is not None]
+
+    async def _mark_sent(self, conn: AsyncConnection, ids: list[int]) -> None:
+        await conn.execute(text(_MARK_SENT), {"ids": ids})

@@ -1,0 +1,96 @@
+"""ETAs and worker capacity: measured render times per queue and live worker heartbeats.
+
+Both are cached for a few seconds, so reading a task does not scan the heartbeat bucket or
+aggregate render times on every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kiln.common import bus
+from kiln.imagegen.v1 import jobs_pb2
+from tasks import store
+
+log = structlog.get_logger("tasks.estimates")
+
+_TTL = 5.0
+_RENDER_WINDOW = 3600.0
+_BUS_TIMEOUT = 1.0
+
+
+async def read_heartbeats(js: JetStreamContext) -> list[jobs_pb2.WorkerHeartbeat]:
+    """Every live worker heartbeat in the workers bucket."""
+    kv = await js.key_value(bus.WORKERS_BUCKET)
+    try:
+        keys = await kv.keys()
+    except Exception:  # nats raises NoKeysError for an empty bucket
+        return []
+    beats = []
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except Exception:  # noqa: S112 - expired between keys() and get(): skip it
+            continue
+        if entry.value:
+            beat = jobs_pb2.WorkerHeartbeat()
+            try:
+                beat.ParseFromString(entry.value)
+            except Exception:
+                log.warning("heartbeat_undecodable", key=key)
+                continue
+            beats.append(beat)
+    return beats
+
+
+class Estimator:
+    """Estimates how long work of a queue takes with the workers alive now."""
+
+    def __init__(self, engine: AsyncEngine, nc: Client, default_render: float) -> None:
+        self._engine = engine
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._default = default_render
+        self._render: dict[str, float] = {}
+        self._slots: dict[str, int] = {}
+        self._fresh_until = 0.0
+
+    async def _refresh(self) -> None:
+        if time.monotonic() < self._fresh_until:
+            return
+        try:
+            async with self._engine.connect() as conn:
+                self._render = await store.mean_render_seconds(conn, _RENDER_WINDOW)
+        except Exception as exc:
+            log.warning("render_stats_unavailable", error=type(exc).__name__)
+        await self._refresh_slots()
+        self._fresh_until = time.monotonic() + _TTL
+
+    async def _refresh_slots(self) -> None:
+        # During a NATS outage keep the last known slots rather than wait for timeouts:
+        # reads and CreateTask must stay fast without the broker.
+        if not self._nc.is_connected:
+            return
+        try:
+            beats = await asyncio.wait_for(read_heartbeats(self._js), timeout=_BUS_TIMEOUT)
+        except Exception as exc:
+            log.warning("heartbeats_unavailable", error=type(exc).__name__)
+            return
+        slots: dict[str, int] = {}
+        for beat in beats:
+            for queue in beat.queues:
+                slots[queue] = slots.get(queue, 0) + max(1, beat.concurrency)
+        self._slots = slots
+
+    async def seconds(self, queue: str, jobs: int) -> float:
+        """Time to render `jobs` more jobs of `queue` (one worker slot assumed if none live)."""
+        await self._refresh()
+        per_job = self._render.get(queue, self._default)
+        slots = max(1, self._slots.get(queue, 0))
+        return per_job * max(0, jobs) / slots

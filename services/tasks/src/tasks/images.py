@@ -1,0 +1,44 @@
+"""GetImage: a subtask's stored image (or thumbnail), metadata first, then chunks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from nats.js import JetStreamContext
+from nats.js import errors as js_errors
+
+from kiln.common import bus, errors
+from tasks import model, service
+
+CHUNK = 1024 * 1024
+
+
+async def read_image(
+    tasks: service.Tasks, js: JetStreamContext, subtask_id: str, thumbnail: bool
+) -> tuple[model.Subtask, str, bytes]:
+    """The subtask, the content type and the bytes of its image or thumbnail."""
+    subtask = await tasks.visible_subtask(subtask_id)
+    name = subtask.thumbnail_object_name if thumbnail else subtask.object_name
+    if subtask.state != model.SUCCEEDED or not name:
+        raise errors.FailedPrecondition(
+            f"subtask {subtask.id!r} has no {'thumbnail' if thumbnail else 'image'} "
+            f"(it is {subtask.state})"
+        )
+    store = await js.object_store(bus.IMAGES_STORE)
+    try:
+        found = await store.get(name)
+    except js_errors.ObjectNotFoundError:
+        raise errors.NotFound("image", subtask.id) from None
+    data = found.data or b""
+    content_type = "image/webp" if thumbnail else (subtask.content_type or "")
+    return subtask, content_type, data
+
+
+def chunks(data: bytes) -> AsyncIterator[bytes]:
+    """`data` in pieces of at most 1 MiB."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), CHUNK):
+            yield data[start : start + CHUNK]
+
+    return pieces()

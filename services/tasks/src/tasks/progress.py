@@ -1,0 +1,208 @@
+"""The event and advisory consumers: JetStream -> fold -> commit -> ack -> announce.
+
+Events are pulled in batches from the durable consumer `tasks-progress` and folded in one
+transaction per batch (see `fold`); they are acknowledged only after the commit, so a crash
+or a database outage redelivers them and the fold's fencing makes the repeat harmless.
+Undecodable events are logged and terminated: they can never fold.
+
+Max-deliveries advisories (a job that reached the consumer's max_deliver, such as one that
+kills its workers) are pulled from `tasks-advisories`: the job is read from the JOBS stream
+by sequence, its subtask is failed with MAX_DELIVERIES when the attempt still matches, the
+message is deleted from the work-queue stream (which otherwise keeps it), and the advisory
+is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import errors as js_errors
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kiln.common import bus
+from kiln.imagegen.v1 import jobs_pb2
+from tasks import fold, model
+
+log = structlog.get_logger("tasks.progress")
+
+Announce = Callable[[fold.Outcome], Awaitable[None]]
+
+
+class _PullLoop:
+    """Pulls batches from a durable consumer and hands them to `handle` until stopped."""
+
+    stream: str
+    consumer: str
+
+    def __init__(self, js: JetStreamContext, batch: int) -> None:
+        self._js = js
+        self._batch = batch
+
+    async def handle(self, messages: Sequence[Msg]) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Subscribes (retrying while NATS is away) and processes batches forever."""
+        subscription = await self._bind()
+        try:
+            while True:
+                await self._round(subscription)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _bind(self) -> JetStreamContext.PullSubscription:
+        while True:
+            try:
+                return await self._js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "consumer_bind_failed", consumer=self.consumer, error=type(exc).__name__
+                )
+                await asyncio.sleep(1.0)
+
+    async def _round(self, subscription: JetStreamContext.PullSubscription) -> None:
+        try:
+            messages = await subscription.fetch(self._batch, timeout=1.0)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("consumer_fetch_failed", consumer=self.consumer, error=type(exc).__name__)
+            await asyncio.sleep(0.5)
+            return
+        try:
+            await self.handle(messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not acknowledged: JetStream redelivers them after a short delay.
+            log.warning("consumer_batch_failed", consumer=self.consumer, error=type(exc).__name__)
+            with contextlib.suppress(Exception):
+                for message in messages:
+                    await message.nak(delay=1.0)
+            await asyncio.sleep(0.5)
+
+
+class ProgressConsumer(_PullLoop):
+    """Folds worker events into the database."""
+
+    stream = bus.EVENTS_STREAM
+    consumer = bus.PROGRESS_CONSUMER
+
+    def __init__(
+        self, js: JetStreamContext, engine: AsyncEngine, batch: int, announce: Announce
+    ) -> None:
+        super().__init__(js, batch)
+        self._engine = engine
+        self._announce = announce
+        self.folded = 0
+
+    async def handle(self, messages: Sequence[Msg]) -> None:
+        """Folds one batch in one transaction, then acknowledges it."""
+        events = []
+        for message in messages:
+            event = jobs_pb2.SubtaskEvent()
+            try:
+                event.ParseFromString(message.data)
+            except Exception:
+                event.Clear()
+            if not event.subtask_id or event.attempt < 1:
+                log.warning("event_undecodable", subject=message.subject)
+                await message.term()
+                continue
+            events.append(event)
+        outcome = fold.Outcome()
+        if events:
+            async with self._engine.begin() as conn:
+                outcome = await fold.apply(conn, fold.collapse(events))
+        for message in messages:
+            await message.ack()
+        self.folded += len(events)
+        await self._announce(outcome)
+
+
+class AdvisoryConsumer(_PullLoop):
+    """Fails the subtasks of jobs that exhausted their deliveries."""
+
+    stream = bus.ADVISORIES_STREAM
+    consumer = bus.ADVISORIES_CONSUMER
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        engine: AsyncEngine,
+        announce: Announce,
+        max_deliver: int,
+    ) -> None:
+        super().__init__(js, 50)
+        self._engine = engine
+        self._announce = announce
+        self._max_deliver = max_deliver
+
+    async def handle(self, messages: Sequence[Msg]) -> None:
+        """Handles each advisory on its own."""
+        for message in messages:
+            await self._handle_one(message)
+
+    async def _handle_one(self, message: Msg) -> None:
+        try:
+            advisory = json.loads(message.data)
+            sequence = int(advisory["stream_seq"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("advisory_undecodable", subject=message.subject)
+            await message.term()
+            return
+        job = await self._read_job(sequence)
+        if job is None:
+            # Gone already, or not a job we can read: make sure the stream drops it.
+            with contextlib.suppress(js_errors.NotFoundError):
+                await self._js.delete_msg(bus.JOBS_STREAM, sequence)
+        else:
+            deliveries = advisory.get("deliveries", self._max_deliver)
+            change = fold.Change(
+                job.subtask_id,
+                job.attempt,
+                terminal=model.FAILED,
+                error_type="MAX_DELIVERIES",
+                error_message=(
+                    f"the job was delivered {deliveries} times without finishing "
+                    "(the worker crashed, timed out or kept failing); it will not be retried"
+                ),
+            )
+            async with self._engine.begin() as conn:
+                outcome = await fold.apply(conn, [change])
+            log.info(
+                "job_max_deliveries",
+                subtask_id=job.subtask_id,
+                attempt=job.attempt,
+                stream_seq=sequence,
+                failed=bool(outcome.versions),
+            )
+            with contextlib.suppress(js_errors.NotFoundError):
+                await self._js.delete_msg(bus.JOBS_STREAM, sequence)
+            await self._announce(outcome)
+        await message.ack()
+
+    async def _read_job(self, sequence: int) -> jobs_pb2.Job | None:
+        try:
+            raw = await self._js.get_msg(bus.JOBS_STREAM, sequence)
+        except js_errors.NotFoundError:
+            return None  # already removed (handled before, or acknowledged at last)
+        job = jobs_pb2.Job()
+        try:
+            job.ParseFromString(raw.data or b"")
+        except Exception:
+            log.warning("job_undecodable", stream_seq=sequence)
+            return None
+        return job if job.subtask_id else None

@@ -1,0 +1,465 @@
+"""The task use cases behind TaskService: create, read, cancel, retry, delete.
+
+Each use case is one transaction over `store`; after commit it wakes the dispatcher and
+webhook sender and announces the change to watchers. Ownership is checked here: another
+owner's task is reported exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import sqlalchemy.exc
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from kiln.common import bus, errors, principal
+from tasks import estimates, expansion, model, paging, spec, store, validation, watch, webhooks
+
+log = structlog.get_logger("tasks.service")
+
+_SUBTASKS_DEFAULT_PAGE = 100
+_TASKS_DEFAULT_PAGE = 50
+
+
+@dataclasses.dataclass
+class Runtime:
+    """What the use cases share: connections, notifiers and limits."""
+
+    engine: AsyncEngine
+    nc: Client
+    js: JetStreamContext
+    hub: watch.Hub
+    estimator: estimates.Estimator
+    limits: spec.Limits
+    max_active_tasks: int
+    wake_dispatcher: Callable[[], None] = lambda: None
+    wake_webhooks: Callable[[], None] = lambda: None
+
+
+def _visible(task: model.Task | None, task_id: str, caller: principal.Principal) -> model.Task:
+    if task is None or (task.owner_id != caller.user_id and not caller.is_admin):
+        raise errors.NotFound("task", task_id)
+    return task
+
+
+def _check_uuid(value: str, resource: str) -> str:
+    """A malformed id cannot name anything: NOT_FOUND, like any id that does not exist."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise errors.NotFound(resource, value) from None
+
+
+def _subtask_rows(
+    task_id: str,
+    owner_id: str,
+    plans: list[expansion.SubtaskPlan],
+    task_spec: spec.TaskSpec,
+    now: dt.datetime,
+) -> Iterator[tuple[Any, ...]]:
+    # Column order: store.SUBTASK_COLUMNS.
+    queue, fmt, polish = task_spec.queue, task_spec.output_format, task_spec.use_polish
+    dumps = _json_dumps
+    for plan in plans:
+        yield (
+            uuid.uuid4(),
+            task_id,
+            plan.index,
+            owner_id,
+            dumps(plan.variable_values),
+            plan.prompt,
+            plan.negative_prompt,
+            plan.ratio,
+            plan.width,
+            plan.height,
+            plan.seed,
+            polish,
+            queue,
+            fmt,
+            model.PENDING,
+            now,
+        )
+
+
+def _json_dumps(value: dict[str, str]) -> str:
+    import json  # noqa: PLC0415 - kept beside its only use in the hot loop
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+class Tasks:
+    """TaskService's use cases."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def create(
+        self, task_spec: spec.TaskSpec, *, validate_only: bool
+    ) -> tuple[model.Task, float]:
+        """Validates, expands and stores a task with its subtasks and outbox rows in one
+        transaction; returns it with its ETA in seconds. Idempotent on request_id."""
+        caller = principal.current()
+        total = validation.validate(task_spec, self.rt.limits)
+        if validate_only:
+            eta = await self.rt.estimator.seconds(task_spec.queue, total)
+            return _preview(task_spec, caller.user_id, total), eta
+        if task_spec.request_id:
+            async with self.rt.engine.connect() as conn:
+                existing = await store.find_by_request_id(
+                    conn, caller.user_id, task_spec.request_id
+                )
+            if existing is not None:
+                return await self._with_estimates(existing)
+        plans = expansion.expand(task_spec, random.SystemRandom())
+        task_id = str(uuid.uuid4())
+        try:
+            async with self.rt.engine.begin() as conn:
+                active = await store.count_active(conn, caller.user_id)
+                if active >= self.rt.max_active_tasks:
+                    raise errors.ResourceExhausted(
+                        f"you have {active} unfinished tasks, the limit is "
+                        f"{self.rt.max_active_tasks}; wait for some to finish",
+                        retry_after=30.0,
+                    )
+                task = await store.insert_task(
+                    conn, _task_row(task_id, caller.user_id, task_spec, total)
+                )
+                assert task.create_time is not None
+                await store.copy_subtasks(
+                    conn, _subtask_rows(task_id, caller.user_id, plans, task_spec, task.create_time)
+                )
+                await store.enqueue_pending(conn, task_id, task_spec.priority)
+        except sqlalchemy.exc.IntegrityError:
+            # A concurrent copy of this request won the unique (owner, request_id) index.
+            async with self.rt.engine.connect() as conn:
+                existing = await store.find_by_request_id(
+                    conn, caller.user_id, task_spec.request_id
+                )
+            if existing is None:
+                raise
+            return await self._with_estimates(existing)
+        log.info("task_created", task_id=task_id, subtasks=total, queue=task_spec.queue)
+        self.rt.wake_dispatcher()
+        return await self._with_estimates(task)
+
+    async def _with_estimates(self, task: model.Task) -> tuple[model.Task, float]:
+        task = await self._estimated(task)
+        return task, task.eta_seconds or 0.0
+
+    async def _estimated(self, task: model.Task) -> model.Task:
+        if task.is_terminal:
+            return task
+        position = 0
+        if task.state == model.PENDING:
+            async with self.rt.engine.connect() as conn:
+                position = await store.queue_position(conn, task)
+        remaining = task.total_images - task.ended
+        eta = await self.rt.estimator.seconds(task.queue, position + remaining)
+        return dataclasses.replace(task, queue_position=position, eta_seconds=eta)
+
+    async def get(self, task_id: str) -> model.Task:
+        """One visible task, with queue position and ETA while it waits."""
+        caller = principal.current()
+        task_id = _check_uuid(task_id, "task")
+        async with self.rt.engine.connect() as conn:
+            task = _visible(await store.get_task(conn, task_id), task_id, caller)
+        return await self._estimated(task)
+
+    async def list_tasks(
+        self,
+        *,
+        page_size: int,
+        page_token: str,
+        states: list[str],
+        tag: str,
+        search: str,
+        owner_id: str,
+    ) -> tuple[list[model.Task], str]:
+        """A page of visible tasks, newest first, and the next page's token."""
+        caller = principal.current()
+        if owner_id and owner_id != caller.user_id and not caller.is_admin:
+            raise errors.PermissionDenied("only admins may list other owners' tasks")
+        owner: str | None = owner_id or (None if caller.is_admin else caller.user_id)
+        size = paging.page_size(page_size, _TASKS_DEFAULT_PAGE)
+        filters = paging.fingerprint(caller.user_id, owner, sorted(states), tag, search)
+        position = paging.decode(page_token, filters)
+        after = None
+        if position is not None:
+            try:
+                after = (dt.datetime.fromisoformat(position["t"]), str(uuid.UUID(position["i"])))
+            except (KeyError, TypeError, ValueError):
+                raise errors.InvalidArgument.field(
+                    "page_token", "is not a valid page token"
+                ) from None
+        async with self.rt.engine.connect() as conn:
+            found = await store.list_tasks(
+                conn,
+                owner_id=owner,
+                states=states,
+                tag=tag,
+                search=search,
+                after=after,
+                limit=size + 1,
+            )
+        page, more = found[:size], len(found) > size
+        token = ""
+        if more and page[-1].create_time is not None:
+            last = page[-1]
+            assert last.create_time is not None
+            token = paging.encode({"t": last.create_time.isoformat(), "i": last.id}, filters)
+        return page, token
+
+    async def list_subtasks(
+        self,
+        task_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        states: list[str],
+        variables: dict[str, str],
+    ) -> tuple[list[model.Subtask], str]:
+        """A page of a visible task's current subtasks in index order."""
+        caller = principal.current()
+        task_id = _check_uuid(task_id, "task")
+        size = paging.page_size(page_size, _SUBTASKS_DEFAULT_PAGE)
+        filters = paging.fingerprint(task_id, sorted(states), sorted(variables.items()))
+        position = paging.decode(page_token, filters)
+        after = -1
+        if position is not None:
+            value = position.get("i")
+            if not isinstance(value, int):
+                raise errors.InvalidArgument.field("page_token", "is not a valid page token")
+            after = value
+        async with self.rt.engine.connect() as conn:
+            _visible(await store.get_task(conn, task_id), task_id, caller)
+            found = await store.list_subtasks(
+                conn,
+                task_id,
+                states=states,
+                variables=variables,
+                after_index=after,
+                limit=size + 1,
+            )
+        page = found[:size]
+        token = paging.encode({"i": page[-1].idx}, filters) if len(found) > size else ""
+        return page, token
+
+    async def cancel(self, task_id: str) -> model.Task:
+        """Drops the task's waiting work, marks it cancelled and asks workers to stop."""
+        caller = principal.current()
+        task_id = _check_uuid(task_id, "task")
+        async with self.rt.engine.begin() as conn:
+            task = _visible(await store.get_task(conn, task_id, lock=True), task_id, caller)
+            if task.state == model.CANCELLED:
+                return await self._estimated(task)
+            if task.is_terminal:
+                raise errors.FailedPrecondition(
+                    f"the task already finished ({task.state}); there is nothing to cancel"
+                )
+            task = await self._cancel_locked(conn, task)
+        await self._announce(task)
+        await self.record_cancellation(task_id)
+        log.info("task_cancelled", task_id=task_id)
+        return task
+
+    async def _cancel_locked(self, conn: AsyncConnection, task: model.Task) -> model.Task:
+        cancelled = await store.cancel_waiting(conn, task.id)
+        await store.mark_cancelled(conn, task.id)
+        bumped = await store.bump_task(conn, task.id, cancelled=len(cancelled))
+        await store.stamp_subtasks(conn, cancelled, bumped.version)
+        [(task, finished)] = await store.refresh_state(conn, [task.id])
+        if finished:
+            await webhooks.enqueue(conn, task, webhooks.TASK_FINISHED)
+        return task
+
+    async def record_cancellation(self, task_id: str) -> bool:
+        """Writes the cancellation record workers check before and while running a job of
+        the task; False (logged) when NATS cannot take it now: the database already says
+        cancelled, so late events change nothing, and the maintenance loop writes it again."""
+        if not self.rt.nc.is_connected:
+            log.warning("cancellation_record_failed", task_id=task_id, reason="nats_down")
+            return False
+        try:
+            kv = await self.rt.js.key_value(bus.CANCELLATIONS_BUCKET)
+            await asyncio.wait_for(kv.put(task_id, b"cancelled"), timeout=2.0)
+        except Exception as exc:
+            log.warning("cancellation_record_failed", task_id=task_id, error=type(exc).__name__)
+            return False
+        return True
+
+    async def _announce(self, task: model.Task) -> None:
+        self.rt.wake_webhooks()
+        await self.rt.hub.announce(task.id, task.version)
+
+    async def retry(self, task_id: str) -> tuple[model.Task, int]:
+        """Re-queues the failed and cancelled subtasks of a finished task as new subtask rows
+        (retried_from = the old row, which is superseded and leaves the counts)."""
+        caller = principal.current()
+        task_id = _check_uuid(task_id, "task")
+        async with self.rt.engine.connect() as conn:
+            task = _visible(await store.get_task(conn, task_id), task_id, caller)
+        _check_retryable(task)
+        if task.state == model.CANCELLED:
+            # Lift the cancellation first so workers do not skip the new jobs.
+            if not self.rt.nc.is_connected:
+                raise errors.Unavailable("the message bus is unavailable; try again shortly")
+            kv = await self.rt.js.key_value(bus.CANCELLATIONS_BUCKET)
+            await kv.delete(task_id)
+        async with self.rt.engine.begin() as conn:
+            task = _visible(await store.get_task(conn, task_id, lock=True), task_id, caller)
+            _check_retryable(task)
+            failed, cancelled, new_ids = await store.retry_subtasks(conn, task_id)
+            await store.reopen_task(conn, task_id, failed, cancelled)
+            task = await store.bump_task(conn, task_id)
+            await store.stamp_subtasks(conn, new_ids, task.version)
+            await store.enqueue_pending(conn, task_id, task.priority)
+        self.rt.wake_dispatcher()
+        await self._announce(task)
+        log.info("task_retried", task_id=task_id, subtasks=len(new_ids))
+        return await self._estimated(task), len(new_ids)
+
+    async def delete(self, task_id: str) -> None:
+        """Soft-deletes a task, cancelling it first when it has not finished."""
+        caller = principal.current()
+        task_id = _check_uuid(task_id, "task")
+        cancelled = False
+        async with self.rt.engine.begin() as conn:
+            task = _visible(await store.get_task(conn, task_id, lock=True), task_id, caller)
+            if not task.is_terminal:
+                task = await self._cancel_locked(conn, task)
+                cancelled = True
+            await store.soft_delete(conn, task_id)
+            task = await store.get_task(conn, task_id) or task
+        if cancelled:
+            await self.record_cancellation(task_id)
+        await self._announce(task)
+        log.info("task_deleted", task_id=task_id, cancelled=cancelled)
+
+    async def visible_subtask(self, subtask_id: str) -> model.Subtask:
+        """A subtask of a task the caller may see; NOT_FOUND otherwise."""
+        caller = principal.current()
+        subtask_id = _check_uuid(subtask_id, "subtask")
+        async with self.rt.engine.connect() as conn:
+            subtask = await store.get_subtask(conn, subtask_id)
+        if subtask is None or (subtask.owner_id != caller.user_id and not caller.is_admin):
+            raise errors.NotFound("subtask", subtask_id)
+        return subtask
+
+
+def _check_retryable(task: model.Task) -> None:
+    if not task.is_terminal or not task.all_subtasks_completed:
+        raise errors.FailedPrecondition(
+            "the task is still running; retry it after it finishes (or cancel it first)"
+        )
+    if task.failed_count + task.cancelled_count == 0:
+        raise errors.FailedPrecondition("the task has no failed or cancelled subtasks to retry")
+
+
+def _task_row(task_id: str, owner_id: str, s: spec.TaskSpec, total: int) -> dict[str, Any]:
+    webhook = s.webhook
+    return {
+        "id": task_id,
+        "owner_id": owner_id,
+        "request_id": s.request_id or None,
+        "task_name": s.task_name,
+        "tags": list(s.tags),
+        "prompt_template": s.prompt_template,
+        "variables": {k: list(v) for k, v in s.variables.items()},
+        "zip_groups": [list(g) for g in s.zip_groups],
+        "images_per_combination": s.images,
+        "ratio": s.effective_ratio,
+        "seed": s.seed,
+        "use_polish": s.use_polish,
+        "queue": s.queue,
+        "negative_prompt": s.negative_prompt,
+        "output_format": s.output_format,
+        "priority": s.priority,
+        "webhook_url": webhook.url if webhook else None,
+        "webhook_secret": webhook.secret if webhook else None,
+        "webhook_events": list(webhook.selected_events) if webhook else [],
+        "state": model.PENDING,
+        "total_images": total,
+    }
+
+
+def _preview(s: spec.TaskSpec, owner_id: str, total: int) -> model.Task:
+    row = _task_row("", owner_id, s, total)
+    row.pop("webhook_secret")
+    row.pop("request_id")
+    return model.Task(
+        request_id=None,
+        succeeded_count=0,
+        failed_count=0,
+        cancelled_count=0,
+        running_count=0,
+        is_deleted=False,
+        create_time=None,
+        start_time=None,
+        finish_time=None,
+        update_time=None,
+        version=0,
+        **row,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchUpdate:
+    """One message of a watch: the task, maybe a changed subtask, and whether it is the
+    opening snapshot."""
+
+    task: model.Task
+    subtask: model.Subtask | None = None
+    snapshot: bool = False
+
+
+class Watches:
+    """WatchTask: snapshot, then every change in version order, until the task finishes."""
+
+    def __init__(self, tasks: Tasks, refresh: float) -> None:
+        self._tasks = tasks
+        self._refresh = refresh
+
+    async def watch(
+        self, task_id: str, after_version: int, include_subtasks: bool
+    ) -> AsyncIterator[WatchUpdate]:
+        """The updates of one watch; ends after the task finished and its last change."""
+        caller = principal.current()
+        task_id = _check_uuid(task_id, "task")
+        if after_version < 0:
+            raise errors.InvalidArgument.field("after_version", "must not be negative")
+        rt = self._tasks.rt
+        async with rt.engine.connect() as conn:
+            _visible(await store.get_task(conn, task_id), task_id, caller)
+        # Listen before reading, so no change between the read and the wait is missed.
+        async with rt.hub.listen(task_id, caller.user_id) as waiter:
+            seen = after_version
+            first = True
+            while True:
+                async with rt.engine.connect() as conn:
+                    task = await store.get_task(conn, task_id)
+                    if task is None:
+                        return
+                    changed: list[model.Subtask] = []
+                    if include_subtasks and task.version > seen:
+                        changed = await store.changed_subtasks(conn, task_id, seen, task.version)
+                    # Release the connection before yielding to a possibly slow client.
+                if task.version > seen or (first and after_version == 0):
+                    task = await self._tasks._estimated(task)
+                    for subtask in changed:
+                        yield WatchUpdate(task, subtask, snapshot=first)
+                    if not changed:
+                        yield WatchUpdate(task, None, snapshot=first)
+                    seen = task.version
+                first = False
+                if task.finished:
+                    return
+                await watch.wait_for_change(waiter, self._refresh)

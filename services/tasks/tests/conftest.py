@@ -1,0 +1,44 @@
+"""Fixtures for the tasks tests: a migrated database, a private NATS server per test and a
+real tasks server in-process on port 0 with test tokens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from kiln.common.testing import NatsServer
+from kiln.common.testing.tokens import TestSigner
+from tasks import app
+from tasks import testing as h
+from tasks.config import TasksConfig
+
+
+@pytest.fixture(scope="session")
+def signer() -> TestSigner:
+    """Signs the tokens of every test user."""
+    return TestSigner()
+
+
+@pytest.fixture
+def tasks_config(database_url: str, private_nats: NatsServer) -> TasksConfig:
+    """A config on a fresh migrated database and a private NATS server."""
+    cfg = h.make_config(database_url, private_nats.url)
+    app.migrate(cfg)
+    return cfg
+
+
+@pytest.fixture
+async def server(tasks_config: TasksConfig, signer: TestSigner) -> AsyncIterator[h.Running]:
+    """A running tasks server."""
+    running = await h.start(tasks_config, signer)
+    yield running
+    await h.stop(running)
+
+
+@pytest.fixture
+async def worker(server: h.Running, private_nats: NatsServer) -> AsyncIterator[h.FakeWorker]:
+    """A scripted worker of the standard queue."""
+    fake = await h.FakeWorker.connect(private_nats.url)
+    yield fake
+    await fake.close()

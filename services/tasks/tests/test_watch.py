@@ -1,0 +1,169 @@
+"""WatchTask: snapshot, ordered changes, terminal end, resume, fan-out and cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from kiln.tasks.v1 import tasks_pb2
+from tasks import testing as h
+
+
+async def _collect(stream: object, into: list[tasks_pb2.WatchTaskResponse]) -> None:
+    async for message in stream:  # type: ignore[attr-defined]
+        into.append(message)
+
+
+async def test_watch_from_snapshot_to_terminal(server: h.Running, worker: h.FakeWorker) -> None:
+    """A watch starts with a snapshot, sends changes with increasing versions and progress
+    that never goes back, streams subtask changes when asked, and ends OK after the final
+    state."""
+    alice = server.client("alice")
+    task = (await alice.tasks.CreateTask(h.create_request(values=("a", "b", "c", "d")))).task
+    updates: list[tasks_pb2.WatchTaskResponse] = []
+    stream = alice.tasks.WatchTask(
+        tasks_pb2.WatchTaskRequest(task_id=task.id, include_subtasks=True)
+    )
+    collector = asyncio.create_task(_collect(stream, updates))
+    await h.wait_for(lambda: _true(bool(updates)), what="snapshot")
+    assert updates[0].snapshot and updates[0].task.state == tasks_pb2.TASK_STATE_PENDING
+    for message, job in await worker.fetch_exactly(4):
+        await worker.succeed(message, job)
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(collector, timeout=10)
+    versions = [u.task.version for u in updates]
+    assert versions == sorted(versions)
+    progress = [u.task.progress for u in updates]
+    assert progress == sorted(progress)
+    assert updates[-1].task.state == tasks_pb2.TASK_STATE_SUCCEEDED
+    finished = {
+        u.subtask.id for u in updates if u.subtask.state == tasks_pb2.SUBTASK_STATE_SUCCEEDED
+    }
+    assert len(finished) == 4
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_resume_from_version_has_no_gap(server: h.Running, worker: h.FakeWorker) -> None:
+    """A watcher that disconnects mid-run and resumes with the last version it saw gets
+    every subtask change after it, no regression, and the final state."""
+    alice = server.client("alice")
+    task = (await alice.tasks.CreateTask(h.create_request(values=[str(i) for i in range(10)]))).task
+    jobs = await worker.fetch_exactly(10)
+    first: list[tasks_pb2.WatchTaskResponse] = []
+    stream = alice.tasks.WatchTask(
+        tasks_pb2.WatchTaskRequest(task_id=task.id, include_subtasks=True)
+    )
+    collector = asyncio.create_task(_collect(stream, first))
+    for message, job in jobs[:4]:
+        await worker.succeed(message, job)
+    await h.wait_for(lambda: _true(bool(first) and first[-1].task.succeeded_count == 4), what="40%")
+    stream.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await collector
+    last_version = first[-1].task.version
+    seen_first = {u.subtask.id for u in first if u.subtask.id}
+    for message, job in jobs[4:]:
+        await worker.succeed(message, job)  # while nobody watches
+    second: list[tasks_pb2.WatchTaskResponse] = []
+    await _collect(
+        alice.tasks.WatchTask(
+            tasks_pb2.WatchTaskRequest(
+                task_id=task.id, after_version=last_version, include_subtasks=True
+            )
+        ),
+        second,
+    )
+    assert all(u.task.version > last_version for u in second)
+    assert second[-1].task.state == tasks_pb2.TASK_STATE_SUCCEEDED
+    seen_second = {u.subtask.id for u in second if u.subtask.id}
+    assert seen_first | seen_second == {j.subtask_id for _, j in jobs}
+    assert second[-1].task.succeeded_count == 10
+
+
+async def test_many_watchers_share_one_subscription_and_clean_up(
+    server: h.Running, worker: h.FakeWorker
+) -> None:
+    """200 watchers of one task cost one subscription on the replica; the per-user watch
+    limit holds; when every client cancels, watchers and subscriptions are back to zero
+    within a second."""
+    alice = server.client("alice")
+    task = (await alice.tasks.CreateTask(h.create_request(values=("a",)))).task
+    hub = server.app.hub
+    # The default limit is 50 watches per user: four admins watch 50 times each.
+    admins = [server.client(f"admin{i}", role="admin") for i in range(4)]
+    request = tasks_pb2.WatchTaskRequest(task_id=task.id)
+    streams = [admins[i % 4].tasks.WatchTask(request) for i in range(200)]
+    collected: list[list[tasks_pb2.WatchTaskResponse]] = [[] for _ in streams]
+    collectors = [
+        asyncio.create_task(_collect(s, c)) for s, c in zip(streams, collected, strict=True)
+    ]
+    await h.wait_for(lambda: _true(hub.watchers == 200), what="200 watchers")
+    assert hub.watched_tasks == 1
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _collect(admins[0].tasks.WatchTask(request), [])
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # One change reaches all of them.
+    [(message, job)] = await worker.fetch_exactly(1)
+    await worker.event(job, h.K.SUBTASK_EVENT_KIND_STARTED)
+    await h.wait_for(
+        lambda: _true(all(any(u.task.running_count == 1 for u in c) for c in collected)),
+        what="fan-out",
+    )
+    for stream in streams:
+        stream.cancel()
+    await asyncio.gather(*collectors, return_exceptions=True)
+    await h.wait_for(
+        lambda: _true(hub.watchers == 0 and hub.watched_tasks == 0), within=1.0, what="cleanup"
+    )
+    await message.ack()
+
+
+async def test_watch_sees_changes_folded_by_another_replica(
+    server: h.Running, worker: h.FakeWorker, signer: h.TestSigner
+) -> None:
+    """A watcher on a replica that folds nothing (its consumers are off) still gets every
+    change, through the change notifications of the replica that folded it."""
+    cfg = h.make_config(
+        server.app.config.database_url,
+        server.app.config.nats_url,
+        TASKS_PROGRESS_ENABLED="false",
+        TASKS_DISPATCH_ENABLED="false",
+        TASKS_MAINTENANCE_ENABLED="false",
+        TASKS_WATCH_REFRESH_SECONDS="60",
+    )
+    other = await h.start(cfg, signer)
+    try:
+        alice = server.client("alice")
+        task = (await alice.tasks.CreateTask(h.create_request(values=("a", "b")))).task
+        updates: list[tasks_pb2.WatchTaskResponse] = []
+        collector = asyncio.create_task(
+            _collect(
+                other.client("alice").tasks.WatchTask(tasks_pb2.WatchTaskRequest(task_id=task.id)),
+                updates,
+            )
+        )
+        await h.wait_for(lambda: _true(bool(updates)), what="snapshot")
+        for message, job in await worker.fetch_exactly(2):
+            await worker.succeed(message, job)
+        await asyncio.wait_for(collector, timeout=5)
+        assert updates[-1].task.state == tasks_pb2.TASK_STATE_SUCCEEDED
+    finally:
+        await h.stop(other)
+
+
+async def test_watch_of_someone_elses_task_is_not_found(server: h.Running) -> None:
+    """Watching another owner's task is NOT_FOUND, exactly like a task that does not exist."""
+    task = (await server.client("alice").tasks.CreateTask(h.create_request())).task
+    bob = server.client("bob")
+    messages = []
+    for task_id in (task.id, "00000000-0000-0000-0000-000000000000"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _collect(bob.tasks.WatchTask(tasks_pb2.WatchTaskRequest(task_id=task_id)), [])
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        messages.append((caught.value.details() or "").replace(task_id, "ID"))
+    assert messages[0] == messages[1]
