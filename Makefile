@@ -45,7 +45,7 @@ lint: install ## buf lint + format, ruff, mypy --strict, generated code freshnes
 	$(BIN)/buf format -d --exit-code
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	scripts/typecheck.sh
 	scripts/check_generated.sh
 	scripts/check_breaking.sh
 

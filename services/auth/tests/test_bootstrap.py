@@ -3,6 +3,7 @@ the migrations that create the schema."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_create_admin_prompts_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> 
     """On a terminal the password is asked twice with getpass; a mismatch exits 2."""
     answers = iter([PASSWORD, PASSWORD, PASSWORD, "different"])
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
-    monkeypatch.setattr(bootstrap.getpass, "getpass", lambda _prompt: next(answers))
+    monkeypatch.setattr(getpass, "getpass", lambda _prompt: next(answers))
     assert bootstrap.read_password() == PASSWORD
     with pytest.raises(SystemExit) as caught:
         bootstrap.read_password()

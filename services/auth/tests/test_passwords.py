@@ -95,13 +95,13 @@ async def test_login_rehashes_when_parameters_change(auth_database: str) -> None
             before = await conn.scalar(
                 sa.select(users.c.password_hash).where(users.c.email == email)
             )
-        assert "m=64," in before
+        assert "m=64," in str(before)
         await stronger.login(email)
         async with stronger.app.engine.connect() as conn:
             after = await conn.scalar(
                 sa.select(users.c.password_hash).where(users.c.email == email)
             )
-        assert "m=128," in after
+        assert "m=128," in str(after)
         await stronger.login(email)
     finally:
         await stop_server(stronger)

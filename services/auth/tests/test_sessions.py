@@ -22,7 +22,8 @@ from kiln.auth.v1 import auth_pb2
 
 async def refresh(auth: AuthServer, token: str) -> auth_pb2.TokenPair:
     response = await auth.stub.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=token))
-    return response.tokens
+    tokens: auth_pb2.TokenPair = response.tokens
+    return tokens
 
 
 async def refused(call: object) -> grpc.aio.AioRpcError:

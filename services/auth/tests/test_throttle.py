@@ -50,7 +50,7 @@ def retry_delay(error: grpc.aio.AioRpcError) -> float:
             for detail in status_pb2.Status.FromString(value).details:
                 info = error_details_pb2.RetryInfo()
                 if detail.Unpack(info):
-                    return info.retry_delay.ToTimedelta().total_seconds()
+                    return float(info.retry_delay.ToTimedelta().total_seconds())
     raise AssertionError("no RetryInfo")
 
 
