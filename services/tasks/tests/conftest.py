@@ -42,3 +42,22 @@ async def worker(server: h.Running, private_nats: NatsServer) -> AsyncIterator[h
     fake = await h.FakeWorker.connect(private_nats.url)
     yield fake
     await fake.close()
+
+
+@pytest.fixture(autouse=True)
+async def _dump_tasks_on_sigusr1() -> AsyncIterator[None]:
+    """`kill -USR1 <pytest pid>` prints every asyncio task's stack (for hangs)."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        for task in asyncio.all_tasks(loop):
+            print(f"--- {task.get_name()}", file=sys.stderr)
+            task.print_stack(limit=30, file=sys.stderr)
+
+    loop.add_signal_handler(signal.SIGUSR1, dump)
+    yield
+    loop.remove_signal_handler(signal.SIGUSR1)

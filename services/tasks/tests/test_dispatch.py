@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
 from kiln.common.testing import NatsServer
 from kiln.common.testing.tokens import TestSigner
 from kiln.tasks.v1 import tasks_pb2
 from tasks import testing as h
 from tasks.config import TasksConfig
+
+
+async def _diagnose(server: h.Running, done: list[str]) -> str:
+    async with server.app.engine.connect() as conn:
+        states = (
+            await conn.execute(
+                text("SELECT state, count(*) FROM tasks.subtasks GROUP BY state ORDER BY state")
+            )
+        ).all()
+        locks = (
+            await conn.execute(
+                text(
+                    "SELECT state, wait_event_type, left(query, 60) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        ).all()
+    app = server.app
+    loops = [(t.get_name(), t.done()) for t in app.loops]
+    return (
+        f"stuck after {len(done)} jobs; subtasks {states}; "
+        f"folded {app.progress_consumer.folded}; dispatched {app.dispatcher.stats}; "
+        f"loops {loops}; sessions {locks}"
+    )
 
 
 async def test_small_task_is_not_starved_by_a_huge_one(
@@ -28,11 +54,15 @@ async def test_small_task_is_not_starved_by_a_huge_one(
         ).task
         small = (await bob.tasks.CreateTask(h.create_request(values=("x",)))).task
         rendered: list[str] = []
-        while small.id not in rendered:
+        for _ in range(100):
+            if small.id in rendered:
+                break
             assert len(rendered) < 200, "the small task starved"
             for message, job in await worker.fetch(5, wait=5):
                 await worker.succeed(message, job)
                 rendered.append(job.task_id)
+        else:
+            raise AssertionError(await _diagnose(server, rendered))
         assert rendered.count(big.id) < 60
         got = await h.get_task(alice, big.id)
         assert got.state == tasks_pb2.TASK_STATE_RUNNING
@@ -58,10 +88,14 @@ async def test_higher_priority_dispatched_first(
             await alice.tasks.CreateTask(h.create_request(values=("u1", "u2"), priority=9))
         ).task
         order: list[str] = []
-        while urgent.id not in order:
+        for _ in range(100):
+            if urgent.id in order:
+                break
             for message, job in await worker.fetch(1, wait=5):
                 await worker.succeed(message, job)
                 order.append(job.task_id)
+        else:
+            raise AssertionError(await _diagnose(server, order))
         assert order.count(low.id) <= 6
     finally:
         await worker.close()

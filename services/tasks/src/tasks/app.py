@@ -42,6 +42,9 @@ TASK_SERVICE = _SERVICES["TaskService"].full_name
 SYSTEM_SERVICE = _SERVICES["SystemService"].full_name
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA = "tasks"
+_CONSUMER_STOP_SECONDS = 2.0
+_CONSUMER_LOOPS = frozenset({"tasks-progress", "tasks-advisories"})
+_LOOP_STOP_SECONDS = 5.0
 
 
 def migrate(config: TasksConfig) -> None:
@@ -82,15 +85,23 @@ class TasksApp:
             wanted.append(("maintenance", self.maintainer.run))
         wanted.append(("webhooks", self.sender.run))
         for name, run in wanted:
-            self.loops.append(asyncio.create_task(run(), name=f"tasks-{name}"))
+            self.loops.append(asyncio.create_task(_supervise(name, run), name=f"tasks-{name}"))
 
     async def stop_loops(self) -> None:
-        """Cancels the background loops and waits for them."""
+        """Stops the background loops: the consumers finish their current fetch (cancelling
+        a nats-py fetch can leave the cancelling task waiting forever), then everything is
+        cancelled; a loop that does not end within a few seconds is logged and left."""
+        self.progress_consumer.stop()
+        self.advisory_consumer.stop()
+        consumers = [t for t in self.loops if t.get_name() in _CONSUMER_LOOPS]
+        if consumers:
+            await asyncio.wait(consumers, timeout=_CONSUMER_STOP_SECONDS)
         for loop in self.loops:
             loop.cancel()
-        for loop in self.loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await loop
+        if self.loops:
+            _done, pending = await asyncio.wait(self.loops, timeout=_LOOP_STOP_SECONDS)
+            if pending:
+                log.warning("loops_not_stopped", loops=sorted(t.get_name() for t in pending))
         self.loops.clear()
 
     async def start(self) -> int:
@@ -106,6 +117,24 @@ class TasksApp:
         for close in self.closers:
             with contextlib.suppress(Exception):
                 await close()
+
+
+async def _supervise(name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Runs a background loop for good: a crash, or a CancelledError that did not come from
+    cancelling this task (a library cancelling an inner future), restarts it after a pause."""
+    while True:
+        try:
+            await run()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            log.exception("loop_cancelled_unexpectedly", loop=name)
+        except Exception:
+            log.exception("loop_crashed", loop=name)
+        else:
+            return  # the loop was asked to stop
+        await asyncio.sleep(1.0)
 
 
 async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> TasksApp:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from typing import Any
 
 import structlog
@@ -31,6 +32,8 @@ from kiln.imagegen.v1 import jobs_pb2
 from tasks import convert
 
 log = structlog.get_logger("tasks.dispatch")
+
+_SLOW_ROUND = 2.0
 
 _IN_FLIGHT = (
     "SELECT count(*) FROM tasks.subtasks WHERE queue = :q AND state IN ('queued', 'running')"
@@ -158,7 +161,13 @@ class Dispatcher:
         self.stats.rounds += 1
         busy = False
         for queue in self._queues:
+            started = time.monotonic()
             sent, full_batch = await self._dispatch_queue(queue)
+            elapsed = time.monotonic() - started
+            if elapsed > _SLOW_ROUND:
+                log.warning(
+                    "dispatch_round_slow", queue=queue, seconds=round(elapsed, 3), sent=sent
+                )
             busy = busy or full_batch
             if sent:
                 self.stats.published += sent

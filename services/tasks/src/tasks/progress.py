@@ -32,6 +32,9 @@ from tasks import fold, model
 
 log = structlog.get_logger("tasks.progress")
 
+_FETCH_WAIT = 0.5
+"""How long one fetch waits for events; also how long `stop()` may take."""
+
 Announce = Callable[[fold.Outcome], Awaitable[None]]
 
 
@@ -44,6 +47,11 @@ class _PullLoop:
     def __init__(self, js: JetStreamContext, batch: int) -> None:
         self._js = js
         self._batch = batch
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Ends `run()` after the current fetch (at most its half-second wait)."""
+        self._stopping = True
 
     async def handle(self, messages: Sequence[Msg]) -> None:
         raise NotImplementedError
@@ -52,7 +60,7 @@ class _PullLoop:
         """Subscribes (retrying while NATS is away) and processes batches forever."""
         subscription = await self._bind()
         try:
-            while True:
+            while not self._stopping:
                 await self._round(subscription)
         finally:
             with contextlib.suppress(Exception):
@@ -72,7 +80,7 @@ class _PullLoop:
 
     async def _round(self, subscription: JetStreamContext.PullSubscription) -> None:
         try:
-            messages = await subscription.fetch(self._batch, timeout=1.0)
+            messages = await subscription.fetch(self._batch, timeout=_FETCH_WAIT)
         except (nats.errors.TimeoutError, TimeoutError):
             return
         except asyncio.CancelledError:

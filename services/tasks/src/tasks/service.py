@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -91,8 +92,6 @@ def _subtask_rows(
 
 
 def _json_dumps(value: dict[str, str]) -> str:
-    import json  # noqa: PLC0415 - kept beside its only use in the hot loop
-
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -152,10 +151,11 @@ class Tasks:
         return await self._with_estimates(task)
 
     async def _with_estimates(self, task: model.Task) -> tuple[model.Task, float]:
-        task = await self._estimated(task)
+        task = await self.estimated(task)
         return task, task.eta_seconds or 0.0
 
-    async def _estimated(self, task: model.Task) -> model.Task:
+    async def estimated(self, task: model.Task) -> model.Task:
+        """The task with its queue position and ETA filled in while it has not finished."""
         if task.is_terminal:
             return task
         position = 0
@@ -172,7 +172,7 @@ class Tasks:
         task_id = _check_uuid(task_id, "task")
         async with self.rt.engine.connect() as conn:
             task = _visible(await store.get_task(conn, task_id), task_id, caller)
-        return await self._estimated(task)
+        return await self.estimated(task)
 
     async def list_tasks(
         self,
@@ -260,7 +260,7 @@ class Tasks:
         async with self.rt.engine.begin() as conn:
             task = _visible(await store.get_task(conn, task_id, lock=True), task_id, caller)
             if task.state == model.CANCELLED:
-                return await self._estimated(task)
+                return await self.estimated(task)
             if task.is_terminal:
                 raise errors.FailedPrecondition(
                     f"the task already finished ({task.state}); there is nothing to cancel"
@@ -325,7 +325,7 @@ class Tasks:
         self.rt.wake_dispatcher()
         await self._announce(task)
         log.info("task_retried", task_id=task_id, subtasks=len(new_ids))
-        return await self._estimated(task), len(new_ids)
+        return await self.estimated(task), len(new_ids)
 
     async def delete(self, task_id: str) -> None:
         """Soft-deletes a task, cancelling it first when it has not finished."""
@@ -437,15 +437,16 @@ class Watches:
         if after_version < 0:
             raise errors.InvalidArgument.field("after_version", "must not be negative")
         rt = self._tasks.rt
-        async with rt.engine.connect() as conn:
-            _visible(await store.get_task(conn, task_id), task_id, caller)
-        # Listen before reading, so no change between the read and the wait is missed.
+        # Listen before the first read, so no change between the read and the wait is
+        # missed; the first read also checks ownership (one connection per round).
         async with rt.hub.listen(task_id, caller.user_id) as waiter:
             seen = after_version
             first = True
             while True:
                 async with rt.engine.connect() as conn:
                     task = await store.get_task(conn, task_id)
+                    if first:
+                        _visible(task, task_id, caller)
                     if task is None:
                         return
                     changed: list[model.Subtask] = []
@@ -453,7 +454,7 @@ class Watches:
                         changed = await store.changed_subtasks(conn, task_id, seen, task.version)
                     # Release the connection before yielding to a possibly slow client.
                 if task.version > seen or (first and after_version == 0):
-                    task = await self._tasks._estimated(task)
+                    task = await self._tasks.estimated(task)
                     for subtask in changed:
                         yield WatchUpdate(task, subtask, snapshot=first)
                     if not changed:
