@@ -188,6 +188,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     ) -> Any:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        peer = context.peer()  # not later: a cancelled call's context must not be touched
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
@@ -196,7 +197,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code = await self._handle(exc, context, method, request_id)
             raise
         finally:
-            _access_log(method, code, started, request_id, context)
+            _access_log(method, code, started, request_id, peer)
 
     async def _guard_stream(
         self,
@@ -207,6 +208,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     ) -> AsyncIterator[Any]:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        # Read now: once the client cancels a stream, grpc may free the call under the
+        # context, and context.peer() in the `finally` below crashed the process (SIGSEGV).
+        peer = context.peer()
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
@@ -216,7 +220,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code = await self._handle(exc, context, method, request_id)
             raise
         finally:
-            _access_log(method, code, started, request_id, context)
+            _access_log(method, code, started, request_id, peer)
 
     async def _handle(
         self,
@@ -254,7 +258,7 @@ def _access_log(
     code: grpc.StatusCode,
     started: float,
     request_id: str,
-    context: grpc.aio.ServicerContext[Any, Any],
+    peer: str,
 ) -> None:
     caller = principal.current_or_none()
     elapsed = time.perf_counter() - started
@@ -266,7 +270,7 @@ def _access_log(
         duration_ms=round(elapsed * 1000, 3),
         user=caller.user_id if caller else None,
         request_id=request_id,
-        peer=context.peer(),
+        peer=peer,
     )
     structlog.contextvars.unbind_contextvars("request_id", "method")
 

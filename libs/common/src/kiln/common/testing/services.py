@@ -39,15 +39,19 @@ class ServiceProcess:
         self.name = name or module
         self.args = list(args)
         self.port = port or free_port()
-        self.metrics_port = free_port()
         self.env = {
             **os.environ,
             "LOG_FORMAT": "json",
             "SHUTDOWN_DELAY_SECONDS": "0",
+            # Without its own port every process would try the default 9464 and all but
+            # one (possibly of another test run) would serve no metrics.
+            "METRICS_PORT": str(free_port()),
             **env,
             "GRPC_HOST": "127.0.0.1",
             "GRPC_PORT": str(self.port),
         }
+        self.metrics_port = int(self.env["METRICS_PORT"])
+        """Where /metrics is served (negative: off)."""
         self.log_path = log_path or Path(
             tempfile.mkstemp(prefix=f"kiln-{self.name}-", suffix=".log")[1]
         )
