@@ -26,6 +26,7 @@ from tasks import (
     estimates,
     fold,
     maintenance,
+    metrics,
     progress,
     service,
     system,
@@ -67,6 +68,7 @@ class TasksApp:
     advisory_consumer: progress.AdvisoryConsumer
     maintainer: maintenance.Maintenance
     sender: webhooks.Sender
+    system: system.System
     closers: list[Callable[[], Awaitable[object]]]
     loops: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
@@ -84,6 +86,9 @@ class TasksApp:
         if config.maintenance_enabled:
             wanted.append(("maintenance", self.maintainer.run))
         wanted.append(("webhooks", self.sender.run))
+        wanted.append(
+            ("metrics", lambda: metrics.sample_queues(self.system, config.metrics_interval))
+        )
         for name, run in wanted:
             self.loops.append(asyncio.create_task(_supervise(name, run), name=f"tasks-{name}"))
 
@@ -197,7 +202,9 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
     tasks = service.Tasks(runtime)
     watches = service.Watches(tasks, config.watch_refresh)
     task_servicer = TaskServicer(tasks, watches, js)
-    system_servicer = SystemServicer(system.System(engine, js))
+    system_use_cases = system.System(engine, js)
+    system_servicer = SystemServicer(system_use_cases)
+    metrics.track_watchers(hub)
     host = server.ServiceHost(
         config,
         [
@@ -245,6 +252,7 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
             record_cancellation=tasks.record_cancellation,
         ),
         sender=sender,
+        system=system_use_cases,
         closers=closers,
     )
 

@@ -147,6 +147,12 @@ class TasksConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings,
         5.0,
         check=positive,
     )
+    metrics_interval: float = setting(
+        "TASKS_METRICS_INTERVAL_SECONDS",
+        "How often queue depth and outbox lag are sampled for /metrics.",
+        5.0,
+        check=positive,
+    )
     watch_refresh: float = setting(
         "TASKS_WATCH_REFRESH_SECONDS",
         "A watcher re-reads its task at least this often, even without notifications.",

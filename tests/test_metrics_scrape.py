@@ -1,0 +1,64 @@
+"""Prometheus metrics of real processes move with traffic: RPCs on tasks, jobs and render
+time on the worker, queue depth and watchers on tasks."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+from kiln.common.testing.stack import KilnStack
+from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+
+
+def scrape(port: int) -> dict[str, float]:
+    """`name{labels}` -> value for every sample on a /metrics page."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*(?:\{[^}]*\})?) (\S+)$", line)
+        if match:
+            samples[match.group(1)] = float(match.group(2))
+    return samples
+
+
+@pytest.mark.timeout(120)
+def test_counters_move_after_traffic(stack: KilnStack) -> None:
+    """After a 3-image task runs, the tasks process counts its CreateTask RPC and reports
+    queue gauges and a watcher, and the worker counts 3 succeeded jobs with render times."""
+    tasks_port, worker_port = stack.tasks.metrics_port, stack.workers[0].metrics_port
+    before_tasks, before_worker = scrape(tasks_port), scrape(worker_port)
+    create = 'kiln_rpc_total{code="OK",method="/kiln.tasks.v1.TaskService/CreateTask"}'
+    succeeded = 'kiln_imagegen_jobs_total{outcome="succeeded",queue="standard"}'
+    assert before_tasks.get(create, 0) == 0
+
+    token = (("authorization", f"Bearer {stack.token()}"),)
+    with grpc.insecure_channel(stack.tasks.target) as channel:
+        stub = tasks_pb2_grpc.TaskServiceStub(channel)
+        request = tasks_pb2.CreateTaskRequest(task_name="metrics", prompt_template="a {x}")
+        request.variables["x"].values.extend(["cat", "dog", "owl"])
+        task = stub.CreateTask(request, metadata=token, timeout=30).task
+        watch = stub.WatchTask(tasks_pb2.WatchTaskRequest(task_id=task.id), metadata=token)
+        first = next(watch)
+        assert first.snapshot
+        assert scrape(tasks_port)["kiln_tasks_watchers"] == 1
+        for _ in watch:
+            pass
+
+    after_tasks = scrape(tasks_port)
+    assert after_tasks[create] == 1
+    assert after_tasks["kiln_tasks_watchers"] == 0
+    assert 'kiln_tasks_queue_depth{queue="standard",stage="outbox"}' in after_tasks
+    assert 'kiln_tasks_outbox_lag_seconds{queue="standard"}' in after_tasks
+
+    deadline = time.monotonic() + 10
+    while scrape(worker_port).get(succeeded, 0) - before_worker.get(succeeded, 0) < 3:
+        assert time.monotonic() < deadline, "worker counters did not move"
+        time.sleep(0.2)
+    after_worker = scrape(worker_port)
+    renders = 'kiln_imagegen_render_seconds_count{queue="standard"}'
+    assert after_worker[renders] - before_worker.get(renders, 0) == 3
