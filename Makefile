@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 export UV_PYTHON_DOWNLOADS := never
 # Use the system certificate store too (TLS-intercepting proxies install their CA there).
-export UV_NATIVE_TLS := 1
+export UV_SYSTEM_CERTS := 1
 
 .PHONY: help
 help: ## Show this help.
