@@ -69,8 +69,15 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
     image get, retry and cancel refused on a finished task, cancel of a running one,
     delete, and a clear error for a missing task."""
     email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
-    stack.token(email)  # registers the account
     cli = Cli(stack, tmp_path / "config")
+    registered = cli.run(
+        "register", "--email", email, "--password-stdin", stdin=USER_PASSWORD + "\n"
+    )
+    assert f"registered {email}" in registered.stdout
+    again = cli.run(
+        "register", "--email", email, "--password-stdin", stdin=USER_PASSWORD, check=False
+    )
+    assert again.stderr.startswith("kiln: error: ALREADY_EXISTS")
     login = cli.run("login", "--email", email, "--password-stdin", stdin=USER_PASSWORD + "\n")
     assert f"logged in as {email}" in login.stdout
     credentials = tmp_path / "config" / "kiln" / "credentials.json"

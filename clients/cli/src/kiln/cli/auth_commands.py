@@ -24,6 +24,26 @@ def _secret(prompt: str, from_stdin: bool) -> str:
     return getpass.getpass(prompt)
 
 
+def register(session: Session, args: argparse.Namespace) -> None:
+    """Creates an account (then `kiln login`)."""
+    email = args.email or input("Email: ")
+    password = _secret("Password (12+ characters): ", args.password_stdin)
+    user = (
+        session.auth_stub()
+        .Register(
+            auth_pb2.RegisterRequest(
+                email=email, password=password, display_name=args.name or email.split("@")[0]
+            ),
+            timeout=30,
+        )
+        .user
+    )
+    if args.json:
+        output.print_json(user)
+    else:
+        print(f"registered {user.email}; now run `kiln login --email {user.email}`")
+
+
 def login(session: Session, args: argparse.Namespace) -> None:
     """Signs in with email + password (or an API key) and stores the tokens."""
     if args.api_key_stdin:

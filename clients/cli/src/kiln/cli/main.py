@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _auth_commands(top: Any) -> None:
+    register = _command(top, "register", auth_commands.register, "create an account")
+    register.add_argument("--email")
+    register.add_argument("--name", help="display name (default: the email's local part)")
+    register.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
     login = _command(top, "login", auth_commands.login, "sign in and keep the tokens")
     login.add_argument("--email")
     login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
