@@ -10,6 +10,9 @@ import nats
 import psycopg
 from nats.js import api
 
+from . import env
+from .results import Result
+
 
 async def jetstream_round_trip(nats_url: str, count: int, payload_bytes: int = 200) -> float:
     """Seconds to publish `count` messages (acks awaited in windows) and consume them all
@@ -81,3 +84,33 @@ def postgres_copy(database_url: str, count: int) -> float:
                 copy.write_row(row)
         connection.commit()
         return time.perf_counter() - started
+
+
+def measure(
+    servers: env.Servers, count: int, runs: int, pipeline_rate: float | None
+) -> list[Result]:
+    """Case 7: both floors (`runs` times after a warm-up) on a fresh nats-server and a fresh
+    database of the same PostgreSQL, and the pipeline's rate (case 2, 2 workers) as a
+    fraction of each when that case ran."""
+    database = servers.database()
+    with servers.nats() as nats_url:
+        jetstream = [
+            count / env.arun(jetstream_round_trip(nats_url, count)) for _ in range(runs + 1)
+        ]
+    copy = [count / postgres_copy(database, count) for _ in range(runs + 1)]
+    parameters = {"messages": count}
+    results = [
+        Result.of("7 floor JetStream pub+consume", parameters, "msgs/s", jetstream[1:]),
+        Result.of("7 floor PostgreSQL COPY", {"rows": count}, "rows/s", copy[1:]),
+    ]
+    if pipeline_rate is not None:
+        for name, rates in (("JetStream", jetstream[1:]), ("COPY", copy[1:])):
+            results.append(
+                Result.of(
+                    f"7 pipeline / {name} floor",
+                    {"pipeline": f"{pipeline_rate:.0f}/s"},
+                    "fraction",
+                    [pipeline_rate / rate for rate in rates],
+                )
+            )
+    return results

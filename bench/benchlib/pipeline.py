@@ -1,0 +1,132 @@
+"""Cases 2, 3 and 6: subtasks per second from CreateTask until the task reports succeeded,
+and how long another owner's 1-subtask task takes while a big task runs.
+
+"Reports succeeded" is the end of a WatchTask stream (snapshots only): the service ends it
+once the task is terminal with every subtask ended, so the figure includes dispatch,
+rendering, events, folding and the notification of the watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Mapping
+
+from kiln.tasks.v1 import tasks_pb2
+
+from . import env
+from .results import Result
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """One configuration of the pipeline case."""
+
+    case: str
+    provider: str
+    subtasks: int
+    warmup_subtasks: int
+    worker_env: Mapping[str, str]
+    ratio: str = "16:9"
+    output_format: int = tasks_pb2.OUTPUT_FORMAT_PNG
+    target: str = ""
+
+    def request(self, size: int) -> tasks_pb2.CreateTaskRequest:
+        return env.task_request(
+            size, name=self.provider, ratio=self.ratio, output_format=self.output_format
+        )
+
+
+async def _throughput(target: str, token: str, pipeline: Pipeline, runs: int) -> list[float]:
+    rates = []
+    async with env.client(target, token) as client:
+        for run in range(runs + 1):
+            size = pipeline.warmup_subtasks if run == 0 else pipeline.subtasks
+            started = time.perf_counter()
+            task = await client.create(pipeline.request(size))
+            final = await client.until_done(task.id)
+            elapsed = time.perf_counter() - started
+            if final.state != tasks_pb2.TASK_STATE_SUCCEEDED:
+                raise RuntimeError(f"task ended {tasks_pb2.TaskState.Name(final.state)}")
+            if run:
+                rates.append(size / elapsed)
+    return rates
+
+
+def throughput(servers: env.Servers, pipeline: Pipeline, workers: int, runs: int) -> list[Result]:
+    """One pipeline configuration with `workers` worker processes."""
+    with servers.stack(workers=workers, worker_env=pipeline.worker_env) as (stack, _):
+        token = stack.token()
+        rates = env.arun(_throughput(stack.tasks.target, token, pipeline, runs))
+    parameters = {
+        "provider": pipeline.provider,
+        "workers": workers,
+        "concurrency": pipeline.worker_env["WORKER_CONCURRENCY"],
+        "subtasks": pipeline.subtasks,
+    }
+    if pipeline.provider == "procedural":
+        parameters["size"] = "1024x1024 webp"
+    target = pipeline.target if workers == 2 else ""
+    return [Result.of(pipeline.case, parameters, "subtasks/s", rates, target=target)]
+
+
+def instant(subtasks: int) -> Pipeline:
+    """Case 2: the instant provider."""
+    return Pipeline(
+        case="2 pipeline",
+        provider="instant",
+        subtasks=subtasks,
+        warmup_subtasks=1000,
+        worker_env=env.instant_workers(),
+        target=">= 2000 (2 workers)",
+    )
+
+
+def procedural(subtasks: int) -> Pipeline:
+    """Case 3: the procedural provider at 1024x1024 WebP."""
+    return Pipeline(
+        case="3 pipeline",
+        provider="procedural",
+        subtasks=subtasks,
+        warmup_subtasks=20,
+        worker_env=env.procedural_workers(),
+        ratio="1:1",
+        output_format=tasks_pb2.OUTPUT_FORMAT_WEBP,
+    )
+
+
+FAIRNESS_HEAD_START = 500
+"""Subtasks of the big task that must have succeeded before the small task is created."""
+
+
+async def _fairness(target: str, big_token: str, small_token: str, runs: int) -> list[float]:
+    waits = []
+    async with env.client(target, big_token) as big, env.client(target, small_token) as small:
+        for run in range(runs + 1):
+            hog = await big.create(env.task_request(10_000, name="hog"))
+            while (await big.get(hog.id)).succeeded_count < FAIRNESS_HEAD_START:  # noqa: ASYNC110 - polling the service under test
+                await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            task = await small.create(env.task_request(1, name="small"))
+            final = await small.until_done(task.id)
+            waited = time.perf_counter() - started
+            if final.state != tasks_pb2.TASK_STATE_SUCCEEDED:
+                raise RuntimeError(f"small task ended {tasks_pb2.TaskState.Name(final.state)}")
+            still_running = (await big.get(hog.id)).state == tasks_pb2.TASK_STATE_RUNNING
+            await big.cancel(hog.id)
+            await big.until_done(hog.id)
+            if not still_running:
+                raise RuntimeError("the big task finished before the small one: no contention")
+            if run:
+                waits.append(waited)
+    return waits
+
+
+def fairness(servers: env.Servers, runs: int) -> list[Result]:
+    """Case 6 with 2 instant workers and the default dispatch window."""
+    with servers.stack(workers=2, worker_env=env.instant_workers()) as (stack, _):
+        big, small = stack.token(), stack.token()
+        waits = env.arun(_fairness(stack.tasks.target, big, small, runs))
+    parameters = {"big_task": 10_000, "provider": "instant", "workers": 2, "window": "default"}
+    return [Result.of("6 other owner's 1 subtask", parameters, "s", waits, target="<= 5 s")]
