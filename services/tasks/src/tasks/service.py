@@ -186,6 +186,13 @@ class Tasks:
     ) -> tuple[list[model.Task], str]:
         """A page of visible tasks, newest first, and the next page's token."""
         caller = principal.current()
+        bad_text = [
+            errors.FieldViolation(field, validation.NUL_PROBLEM)
+            for field, text in (("tag", tag), ("search", search), ("owner_id", owner_id))
+            if "\x00" in text
+        ]
+        if bad_text:
+            raise errors.InvalidArgument(bad_text)
         if owner_id and owner_id != caller.user_id and not caller.is_admin:
             raise errors.PermissionDenied("only admins may list other owners' tasks")
         owner: str | None = owner_id or (None if caller.is_admin else caller.user_id)
@@ -449,6 +456,13 @@ class Watches:
                         _visible(task, task_id, caller)
                     if task is None:
                         return
+                    if first and after_version > task.version:
+                        # Nothing newer would ever be sent; refuse rather than end silently.
+                        raise errors.InvalidArgument.field(
+                            "after_version",
+                            f"is {after_version}, but the task is only at version "
+                            f"{task.version}; resume from a version you received",
+                        )
                     changed: list[model.Subtask] = []
                     if include_subtasks and task.version > seen:
                         changed = await store.changed_subtasks(conn, task_id, seen, task.version)

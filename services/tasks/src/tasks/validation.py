@@ -35,6 +35,10 @@ def validate(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> int:
     The count is computed from the lengths of the axes, never by listing combinations, so
     an absurd request (twenty variables of a thousand values) is refused at once.
     """
+    nul = list(_check_nul(spec))
+    if nul:
+        # PostgreSQL text cannot hold U+0000; the other checks would only repeat the noise.
+        raise errors.InvalidArgument(nul)
     violations = [
         *_check_name(spec.task_name, limits),
         *_check_variables(spec, limits),
@@ -66,6 +70,33 @@ def validate(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> int:
     if violations:
         raise errors.InvalidArgument(violations)
     return total
+
+
+NUL_PROBLEM = "must not contain the NUL character (U+0000)"
+
+
+def _check_nul(spec: task_spec.TaskSpec) -> Iterator[Violation]:
+    fields: list[tuple[str, str]] = [
+        ("task_name", spec.task_name),
+        ("prompt_template", spec.prompt_template),
+        ("settings.negative_prompt", spec.negative_prompt),
+        ("settings.ratio", spec.ratio),
+        ("request_id", spec.request_id),
+    ]
+    fields += [(f"tags[{i}]", tag) for i, tag in enumerate(spec.tags)]
+    for name, values in spec.variables.items():
+        fields.append(("variables", name))
+        fields += [(f'variables["{name}"].values[{i}]', v) for i, v in enumerate(values)]
+    for i, group in enumerate(spec.zip_groups):
+        fields += [(f"zip_groups[{i}].variables[{j}]", v) for j, v in enumerate(group)]
+    if spec.webhook is not None:
+        fields += [
+            ("settings.webhook.url", spec.webhook.url),
+            ("settings.webhook.secret", spec.webhook.secret),
+        ]
+    for field, text in fields:
+        if "\x00" in text:
+            yield Violation(field.replace("\x00", "\\x00"), NUL_PROBLEM)
 
 
 def _too_long(length: int, limit: int) -> str:

@@ -15,6 +15,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "kiln"
+_MAX_ECHOED_ID = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +104,10 @@ class NotFound(KilnError):
     reason = "NOT_FOUND"
 
     def __init__(self, resource: str, resource_id: str) -> None:
+        # The id is the caller's input: echoed whole, a huge one made the trailers exceed
+        # the client's 8 KiB metadata limit, which turned NOT_FOUND into RESOURCE_EXHAUSTED.
+        if len(resource_id) > _MAX_ECHOED_ID:
+            resource_id = resource_id[:_MAX_ECHOED_ID] + "..."
         super().__init__(
             f"{resource} {resource_id!r} not found",
             metadata={"resource": resource, "id": resource_id},
