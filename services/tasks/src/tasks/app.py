@@ -178,6 +178,7 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
         batch=config.dispatch_batch,
         poll=config.dispatch_poll,
         max_backoff=config.dispatch_max_backoff,
+        crash_after_publish=config.fault_crash_after_publish,
     )
 
     async def announce(outcome: fold.Outcome) -> None:

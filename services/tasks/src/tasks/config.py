@@ -51,6 +51,11 @@ class TasksConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings,
         1000,
         check=positive,
     )
+    fault_crash_after_publish: bool = setting(
+        "TASKS_FAULT_CRASH_AFTER_PUBLISH",
+        "Tests only: exit the process after publishing a batch, before marking it sent.",
+        False,
+    )
     dispatch_batch: int = setting(
         "TASKS_DISPATCH_BATCH", "Outbox rows published per round.", 2000, check=positive
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 from typing import Any
 
@@ -121,6 +122,7 @@ class Dispatcher:
         poll: float,
         max_backoff: float,
         queues: tuple[str, ...] = bus.QUEUES,
+        crash_after_publish: bool = False,
     ) -> None:
         self._engine = engine
         self._js = js
@@ -129,6 +131,9 @@ class Dispatcher:
         self._poll = poll
         self._max_backoff = max_backoff
         self._queues = queues
+        # Fault injection for the T5 test only: die after JetStream acknowledged a batch and
+        # before the rows are marked sent. No deployment sets TASKS_FAULT_CRASH_AFTER_PUBLISH.
+        self._crash_after_publish = crash_after_publish
         self._wake = asyncio.Event()
         self.stats = DispatchStats()
 
@@ -192,6 +197,9 @@ class Dispatcher:
             if not rows:
                 return 0, False
             published = await self._publish(rows)
+            if published and self._crash_after_publish:
+                log.warning("fault_injected_crash", published=len(published))
+                os._exit(70)
             if published:
                 await self._mark_sent(conn, published)
         if len(published) < len(rows):

@@ -22,6 +22,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 from typing import ClassVar
@@ -181,6 +182,30 @@ def drop_database(server_url: str, name: str) -> None:
 _BINDIR_RECORD = "bindir"
 
 
+def _children(parent: int) -> list[int]:
+    """The pids whose parent is `parent` (Linux /proc)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        # The command name may contain spaces and parentheses: split after the last ')'.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == parent:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] not in "ZX"
+
+
 class PostgresServer(LocalServer):
     """A PostgreSQL cluster with trust auth in a private temp directory.
 
@@ -326,6 +351,29 @@ class PostgresServer(LocalServer):
             user=self._account.uid if self._account else None,
             group=self._account.gid if self._account else None,
         )
+
+    def kill(self) -> None:
+        """kill -9 the postmaster and every backend, as a crash of the host process would.
+
+        PostgreSQL puts each child in a session of its own (setsid), so the process-group
+        kill of LocalServer reaches only the postmaster: the backends would live on until
+        they notice its death, holding the shared memory a restart needs. The postmaster is
+        frozen first, so it cannot fork a child between the listing and the kill.
+        """
+        pid = self.pid
+        if pid is None or not self.running:
+            super().kill()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+        children = _children(pid)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        super().kill()
+        deadline = time.monotonic() + 10
+        while any(_alive(child) for child in children) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _ready(self) -> bool:
         # Connecting (not just a TCP probe) also waits out crash recovery after a kill -9.
