@@ -42,7 +42,9 @@ def test_resumed_watch_has_no_gap_and_no_regression(fault: Fault) -> None:
     versions = [t.version for t in seen]
     # Task events carry the task version; several subtask events may share one version.
     assert versions == sorted(versions)
-    assert all(v > dropped_at.version for v in (u.task.version for u in resumed))
+    # The resumed stream may repeat the subtask changes of the version it resumed from
+    # (the first stream can drop between two messages of one version), never older ones.
+    assert all(v >= dropped_at.version for v in (u.task.version for u in resumed))
     progress = [t.progress for t in seen]
     assert progress == sorted(progress)
     final = seen[-1]

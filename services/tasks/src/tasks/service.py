@@ -463,11 +463,15 @@ class Watches:
                             f"is {after_version}, but the task is only at version "
                             f"{task.version}; resume from a version you received",
                         )
+                    # Several subtask messages share one task version, and a stream can drop
+                    # between two of them: a resumed watch sends the changes of the version
+                    # it resumes from again (clients apply subtask states idempotently).
+                    since = after_version - 1 if first and after_version > 0 else seen
                     changed: list[model.Subtask] = []
-                    if include_subtasks and task.version > seen:
-                        changed = await store.changed_subtasks(conn, task_id, seen, task.version)
+                    if include_subtasks and task.version > since:
+                        changed = await store.changed_subtasks(conn, task_id, since, task.version)
                     # Release the connection before yielding to a possibly slow client.
-                if task.version > seen or (first and after_version == 0):
+                if task.version > seen or changed or (first and after_version == 0):
                     task = await self._tasks.estimated(task)
                     for subtask in changed:
                         yield WatchUpdate(task, subtask, snapshot=first)
