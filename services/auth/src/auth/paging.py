@@ -1,24 +1,21 @@
-"""Opaque, stable page tokens for keyset paging on (create_time, id), newest first.
+"""Page tokens of the auth service's lists: keyset paging on (create_time, id), newest first.
 
-A token is the position of the last item returned plus a fingerprint of the query it
-belongs to, so a token cannot be replayed against another search. Positions do not shift
-when rows are added, so pages neither skip nor repeat items.
+The token format is kiln.common.paging's (a position plus a fingerprint of the query, so a
+token cannot be replayed against another search); this module adds auth's cursor and its
+page-size rule (out of range is refused, as the contract says 1..1000).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime
-import hashlib
-import json
 import uuid
 
 from kiln.common import errors
+from kiln.common import paging as tokens
 
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = tokens.MAX_PAGE_SIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,32 +35,22 @@ def page_size(requested: int) -> int:
     return requested
 
 
-def _fingerprint(query: str) -> str:
-    return hashlib.sha256(query.encode()).hexdigest()[:16]
-
-
 def encode(cursor: Cursor, query: str) -> str:
     """The token that resumes after `cursor` for the same `query`."""
-    body = {"t": cursor.create_time.isoformat(), "i": str(cursor.id), "q": _fingerprint(query)}
-    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    position = {"t": cursor.create_time.isoformat(), "i": str(cursor.id)}
+    return tokens.encode(position, tokens.fingerprint(query))
 
 
 def decode(token: str, query: str) -> Cursor | None:
     """The cursor in `token` (None for the first page); INVALID_ARGUMENT if it is not one
     of ours or belongs to another query."""
-    if not token:
+    position = tokens.decode(token, tokens.fingerprint(query))
+    if position is None:
         return None
-    invalid = errors.InvalidArgument.field("page_token", "is not a token from a previous call")
     try:
-        body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        cursor = Cursor(datetime.datetime.fromisoformat(body["t"]), uuid.UUID(body["i"]))
-        same_query = body["q"] == _fingerprint(query)
-    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
-        raise invalid from None
+        cursor = Cursor(datetime.datetime.fromisoformat(position["t"]), uuid.UUID(position["i"]))
+    except (KeyError, TypeError, ValueError):
+        raise errors.InvalidArgument.field("page_token", "is not a valid page token") from None
     if cursor.create_time.tzinfo is None:
-        raise invalid
-    if not same_query:
-        raise errors.InvalidArgument.field(
-            "page_token", "belongs to a different query; start again without it"
-        )
+        raise errors.InvalidArgument.field("page_token", "is not a valid page token")
     return cursor

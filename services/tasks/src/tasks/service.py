@@ -22,8 +22,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kiln.common import bus, errors, principal
-from tasks import estimates, expansion, model, paging, spec, store, validation, watch, webhooks
+from kiln.common import bus, errors, paging, principal
+from tasks import estimates, expansion, model, spec, store, validation, watch, webhooks
 
 log = structlog.get_logger("tasks.service")
 

@@ -1,4 +1,5 @@
-"""Opaque page tokens: base64 of JSON holding the keyset position and a filter fingerprint.
+"""Opaque page tokens for every List RPC: base64 of JSON holding the keyset position and a
+filter fingerprint.
 
 A token only works with the filters it was issued for; anything else (a forged, truncated or
 foreign token) is INVALID_ARGUMENT, never a server error.
