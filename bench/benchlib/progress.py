@@ -8,7 +8,8 @@ the latency a client feels, plus this process's own scheduling delay (it is on t
 2 cores as the services). Only events published after every watcher has its snapshot
 count, so the figure is the steady state of a task running at full speed. The standard
 queue is paused (SystemService) while the task is created and the watchers attach, and
-resumed once every watcher has its snapshot, so even a small task runs under watch.
+resumed once every watcher has received its whole snapshot (one message per subtask), so even
+a small task runs under watch and the figure is not the snapshot's delivery time.
 """
 
 from __future__ import annotations
@@ -32,16 +33,23 @@ TASKS_ENV = {"TASKS_MAX_WATCHERS_PER_USER": "1000"}
 
 
 async def _watch(
-    client: env.Client, task_id: str, seen: dict[str, float], ready: asyncio.Future[float]
+    client: env.Client,
+    task_id: str,
+    size: int,
+    seen: dict[str, float],
+    ready: asyncio.Future[float],
 ) -> None:
     call = client.tasks.WatchTask(
         tasks_pb2.WatchTaskRequest(task_id=task_id, include_subtasks=True),
         metadata=client.metadata,
         timeout=600,
     )
+    snapshot = 0
     async for update in call:
         now = time.monotonic()
-        if not ready.done():
+        # Ready once the whole opening snapshot (one message per subtask) has arrived.
+        snapshot += update.snapshot
+        if not ready.done() and (snapshot >= size or not update.snapshot):
             ready.set_result(now)
         subtask = update.subtask
         if subtask.id and subtask.state == tasks_pb2.SUBTASK_STATE_SUCCEEDED:
@@ -71,7 +79,8 @@ async def _one(
         seen: list[dict[str, float]] = [{} for _ in range(watchers)]
         ready: list[asyncio.Future[float]] = [loop.create_future() for _ in range(watchers)]
         streams = [
-            asyncio.create_task(_watch(client, task.id, seen[i], ready[i])) for i in range(watchers)
+            asyncio.create_task(_watch(client, task.id, size, seen[i], ready[i]))
+            for i in range(watchers)
         ]
         await asyncio.gather(*ready)
         await admin.resume(tasks_pb2.QUEUE_STANDARD)

@@ -31,8 +31,13 @@ async def test_jobs_published_and_task_succeeds(server: h.Running, worker: h.Fak
         assert job.attempt == 1 and job.owner_id == "alice" and job.queue == "standard"
         assert job.format == imagegen_pb2.IMAGE_FORMAT_WEBP
         assert job.width == 1024 and job.create_time.seconds > 0
-    queued = await alice.tasks.ListSubtasks(tasks_pb2.ListSubtasksRequest(task_id=task.id))
-    assert {s.state for s in queued.subtasks} == {tasks_pb2.SUBTASK_STATE_QUEUED}
+
+    async def all_queued() -> bool | None:
+        # Rows are marked queued just after JetStream acknowledged their jobs.
+        listed = await alice.tasks.ListSubtasks(tasks_pb2.ListSubtasksRequest(task_id=task.id))
+        return {s.state for s in listed.subtasks} == {tasks_pb2.SUBTASK_STATE_QUEUED} or None
+
+    await h.wait_for(all_queued, what="subtasks queued")
     for message, job in jobs:
         await worker.succeed(message, job)
 

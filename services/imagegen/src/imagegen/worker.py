@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import time
 
-import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -22,7 +21,7 @@ from imagegen import metrics
 from imagegen.controls import Controls
 from imagegen.heartbeat import WorkerStats
 from imagegen.job_runner import ActiveJob, JobRunner
-from kiln.common import bus
+from kiln.common import bus, pull
 
 log = structlog.get_logger("imagegen.worker")
 
@@ -126,9 +125,7 @@ class Worker:
     async def _fetch(self, queue: str, batch: int, wait: float) -> list[Msg]:
         started = time.monotonic()
         try:
-            return list(await self._subscriptions[queue].fetch(batch=batch, timeout=wait))
-        except (nats.errors.TimeoutError, TimeoutError):
-            return []
+            return await pull.fetch_ready(self._subscriptions[queue], batch, wait)
         except Exception as error:  # a bus outage: retry after a pause
             log.warning("fetch_failed", queue=queue, error=type(error).__name__)
             await asyncio.sleep(max(0.0, _ERROR_PAUSE - (time.monotonic() - started)))

@@ -183,7 +183,7 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
 
     async def announce(outcome: fold.Outcome) -> None:
         if outcome.ended:
-            dispatcher.wake()  # room in the window
+            dispatcher.room_freed()
         if outcome.webhooks:
             sender.wake()
         for task_id, version in outcome.versions.items():

@@ -9,6 +9,10 @@ One round, per queue:
   3. publish each as a `Job` with `Nats-Msg-Id` = `<subtask>.<attempt>[.g<generation>]`;
   4. mark the published rows sent and their subtasks queued, and commit.
 
+Rounds run when rows are committed (`wake`), when jobs end while a queue's window held rows
+back (`room_freed`; ending jobs of a queue with nothing waiting cost no query), and over
+every queue each poll interval, for rows committed by other replicas.
+
 A crash between 3 and 4 leaves the rows unsent; they are published again with the same
 message ids and JetStream's duplicate window drops the copies. When NATS is down, the
 publishes fail, nothing is marked, and the dispatcher retries with a capped backoff.
@@ -17,10 +21,10 @@ publishes fail, nothing is marked, and the dispatcher retries with a capped back
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -28,13 +32,14 @@ from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kiln.common import bus
+from kiln.common import bus, pull
 from kiln.imagegen.v1 import jobs_pb2
 from tasks import convert
 
 log = structlog.get_logger("tasks.dispatch")
 
 _SLOW_ROUND = 2.0
+_PUBLISH_TIMEOUT = 5.0
 
 _IN_FLIGHT = (
     "SELECT count(*) FROM tasks.subtasks WHERE queue = :q AND state IN ('queued', 'running')"
@@ -135,37 +140,55 @@ class Dispatcher:
         # before the rows are marked sent. No deployment sets TASKS_FAULT_CRASH_AFTER_PUBLISH.
         self._crash_after_publish = crash_after_publish
         self._wake = asyncio.Event()
+        self._due: set[str] = set(queues)
+        # Queues whose window was full with rows possibly waiting: ending jobs free room.
+        self._held_back: set[str] = set()
         self.stats = DispatchStats()
 
     def wake(self) -> None:
-        """Starts a round now (after committing outbox rows, or when jobs finish)."""
+        """Starts a round over every queue now (after committing outbox rows)."""
+        self._due.update(self._queues)
         self._wake.set()
 
+    def room_freed(self) -> None:
+        """Jobs ended: starts a round for the queues whose window held rows back, if any."""
+        if self._held_back:
+            self._due.update(self._held_back)
+            self._wake.set()
+
     async def run(self) -> None:
-        """The dispatch loop."""
+        """The dispatch loop: a round whenever woken, and over every queue each `poll`
+        seconds (rows committed by other replicas, re-publications)."""
         backoff = 0.05
         while True:
             self._wake.clear()
+            queues = [q for q in self._queues if q in self._due]
+            self._due.clear()
             try:
-                busy = await self.dispatch_once()
+                await self.dispatch_once(queues)
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.stats.failures += 1
+                self._due.update(queues)
                 log.warning("dispatch_failed", error=type(exc).__name__, retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+            if self._due:
+                continue  # a full batch went out: more rows are likely waiting
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+            except TimeoutError:
+                self._due.update(self._queues)
 
-    async def dispatch_once(self) -> bool:
-        """One round over every queue; True when some queue had more to send right away."""
+    async def dispatch_once(self, queues: Iterable[str] | None = None) -> bool:
+        """One round over `queues` (default all); True when some queue had more to send
+        right away (those queues are then due for the next round)."""
         self.stats.rounds += 1
         busy = False
-        for queue in self._queues:
+        for queue in self._queues if queues is None else queues:
             started = time.monotonic()
             sent, full_batch = await self._dispatch_queue(queue)
             elapsed = time.monotonic() - started
@@ -173,7 +196,9 @@ class Dispatcher:
                 log.warning(
                     "dispatch_round_slow", queue=queue, seconds=round(elapsed, 3), sent=sent
                 )
-            busy = busy or full_batch
+            if full_batch:
+                busy = True
+                self._due.add(queue)
             if sent:
                 self.stats.published += sent
         return busy
@@ -184,11 +209,18 @@ class Dispatcher:
         republished, _ = await self._dispatch_rows(queue, self._batch, republish=True)
         async with self._engine.connect() as conn:
             in_flight = int(await conn.scalar(text(_IN_FLIGHT), {"q": queue}) or 0)
-        room = min(self._window - in_flight, self._batch)
+        free = self._window - in_flight
+        room = min(free, self._batch)
         if room <= 0:
+            self._held_back.add(queue)
             return republished, False
         sent, full = await self._dispatch_rows(queue, room, republish=False)
-        return republished + sent, full
+        # A window-sized pick that filled up may have left rows for when jobs end.
+        if full and room == free:
+            self._held_back.add(queue)
+        else:
+            self._held_back.discard(queue)
+        return republished + sent, full and room < free
 
     async def _dispatch_rows(self, queue: str, room: int, *, republish: bool) -> tuple[int, bool]:
         async with self._engine.begin() as conn:
@@ -208,21 +240,20 @@ class Dispatcher:
         return len(published), len(rows) == room
 
     async def _publish(self, rows: list[dict[str, Any]]) -> list[int]:
-        async def publish(row: dict[str, Any]) -> int | None:
-            msg_id = message_id(str(row["subtask_id"]), row["attempt"], row["generation"])
-            try:
-                await self._js.publish(
-                    bus.jobs_subject(row["queue"]),
-                    job_message(row).SerializeToString(),
-                    headers={bus.MSG_ID_HEADER: msg_id},
-                    timeout=5.0,
-                )
-            except Exception:
-                return None
-            return int(row["id"])
-
-        results = await asyncio.gather(*(publish(r) for r in rows))
-        return [r for r in results if r is not None]
+        messages = [
+            (
+                bus.jobs_subject(row["queue"]),
+                job_message(row).SerializeToString(),
+                {
+                    bus.MSG_ID_HEADER: message_id(
+                        str(row["subtask_id"]), row["attempt"], row["generation"]
+                    )
+                },
+            )
+            for row in rows
+        ]
+        stored = await pull.publish_all(self._js, messages, ack_within=_PUBLISH_TIMEOUT)
+        return [int(row["id"]) for row, ok in zip(rows, stored, strict=True) if ok]
 
     async def _mark_sent(self, conn: AsyncConnection, ids: list[int]) -> None:
         await conn.execute(text(_MARK_SENT), {"ids": ids})

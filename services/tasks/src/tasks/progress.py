@@ -19,14 +19,13 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 
-import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kiln.common import bus
+from kiln.common import bus, pull
 from kiln.imagegen.v1 import jobs_pb2
 from tasks import fold, model
 
@@ -80,14 +79,14 @@ class _PullLoop:
 
     async def _round(self, subscription: JetStreamContext.PullSubscription) -> None:
         try:
-            messages = await subscription.fetch(self._batch, timeout=_FETCH_WAIT)
-        except (nats.errors.TimeoutError, TimeoutError):
-            return
+            messages = await pull.fetch_ready(subscription, self._batch, _FETCH_WAIT)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("consumer_fetch_failed", consumer=self.consumer, error=type(exc).__name__)
             await asyncio.sleep(0.5)
+            return
+        if not messages:
             return
         try:
             await self.handle(messages)
@@ -134,10 +133,11 @@ class ProgressConsumer(_PullLoop):
         if events:
             async with self._engine.begin() as conn:
                 outcome = await fold.apply(conn, fold.collapse(events))
+        # Watchers hear of the commit before the acks go out: the acks only stop redelivery.
+        await self._announce(outcome)
         for message in messages:
             await message.ack()
         self.folded += len(events)
-        await self._announce(outcome)
 
 
 class AdvisoryConsumer(_PullLoop):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import json
 import random
 import uuid
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kiln.common import bus, errors, paging, principal
 from tasks import estimates, expansion, model, spec, store, validation, watch, webhooks
+from tasks.watch import Round
 
 log = structlog.get_logger("tasks.service")
 
@@ -418,14 +420,38 @@ def _preview(s: spec.TaskSpec, owner_id: str, total: int) -> model.Task:
     )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(eq=False)
 class WatchUpdate:
     """One message of a watch: the task, maybe a changed subtask, and whether it is the
-    opening snapshot."""
+    opening snapshot. Updates after the snapshot are shared by every watcher that is caught
+    up, so `wire` lets the transport encode one once for all of them."""
 
     task: model.Task
     subtask: model.Subtask | None = None
     snapshot: bool = False
+    wire: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Changes:
+    """A round's content: the task after it, one update per changed subtask, and the
+    task-only update for watchers without subtasks."""
+
+    task: model.Task
+    subtask_updates: list[WatchUpdate]
+    task_update: WatchUpdate
+
+    def updates(self, cursor: int, include_subtasks: bool) -> list[WatchUpdate]:
+        """What a watcher that has seen everything up to version `cursor` is sent."""
+        if include_subtasks:
+            news = [u for u in self.subtask_updates if _changed_after(u, cursor)]
+            if news:
+                return news
+        return [self.task_update] if self.task.version > cursor else []
+
+
+def _changed_after(update: WatchUpdate, cursor: int) -> bool:
+    return update.subtask is not None and update.subtask.changed_version > cursor
 
 
 class Watches:
@@ -443,42 +469,61 @@ class Watches:
         task_id = _check_uuid(task_id, "task")
         if after_version < 0:
             raise errors.InvalidArgument.field("after_version", "must not be negative")
-        rt = self._tasks.rt
-        # Listen before the first read, so no change between the read and the wait is
-        # missed; the first read also checks ownership (one connection per round).
-        async with rt.hub.listen(task_id, caller.user_id) as waiter:
-            seen = after_version
-            first = True
-            while True:
-                async with rt.engine.connect() as conn:
-                    task = await store.get_task(conn, task_id)
-                    if first:
-                        _visible(task, task_id, caller)
-                    if task is None:
+        # Listen before the first read, so no change between the read and the wait is missed.
+        async with self._tasks.rt.hub.listen(task_id, caller.user_id) as listener:
+            # The opening read is this watcher's own: it checks ownership, and a resumed
+            # watch sends the changes of the version it resumes from again (several subtask
+            # messages share one task version, and a stream can drop between two of them;
+            # clients apply subtask states idempotently).
+            since = max(after_version - 1, 0)
+            opening = await self._read(task_id, since, snapshot=True)
+            task = _visible(opening.content.task if not opening.gone else None, task_id, caller)
+            if after_version > task.version:
+                # Nothing newer would ever be sent; refuse rather than end silently.
+                raise errors.InvalidArgument.field(
+                    "after_version",
+                    f"is {after_version}, but the task is only at version {task.version}; "
+                    "resume from a version you received",
+                )
+            snapshot: _Changes = opening.content
+            if include_subtasks and snapshot.subtask_updates:
+                for update in snapshot.subtask_updates:
+                    yield update
+            elif task.version > after_version or after_version == 0:
+                yield snapshot.task_update
+            listener.start(task.version)
+            read = functools.partial(self._read, task_id)
+            while not task.finished:
+                rounds = listener.rounds()
+                if rounds is None:  # fell out of the shared log: catch up on our own
+                    rounds = [await read(listener.cursor)]
+                elif not rounds:
+                    if listener.gone:
                         return
-                    if first and after_version > task.version:
-                        # Nothing newer would ever be sent; refuse rather than end silently.
-                        raise errors.InvalidArgument.field(
-                            "after_version",
-                            f"is {after_version}, but the task is only at version "
-                            f"{task.version}; resume from a version you received",
-                        )
-                    # Several subtask messages share one task version, and a stream can drop
-                    # between two of them: a resumed watch sends the changes of the version
-                    # it resumes from again (clients apply subtask states idempotently).
-                    since = after_version - 1 if first and after_version > 0 else seen
-                    changed: list[model.Subtask] = []
-                    if include_subtasks and task.version > since:
-                        changed = await store.changed_subtasks(conn, task_id, since, task.version)
-                    # Release the connection before yielding to a possibly slow client.
-                if task.version > seen or changed or (first and after_version == 0):
-                    task = await self._tasks.estimated(task)
-                    for subtask in changed:
-                        yield WatchUpdate(task, subtask, snapshot=first)
-                    if not changed:
-                        yield WatchUpdate(task, None, snapshot=first)
-                    seen = task.version
-                first = False
-                if task.finished:
-                    return
-                await watch.wait_for_change(waiter, self._refresh)
+                    await listener.wait_and_catch_up(self._refresh, read)
+                    continue
+                for round_ in rounds:
+                    if round_.gone:
+                        return
+                    for update in round_.content.updates(listener.cursor, include_subtasks):
+                        yield update
+                    task = round_.content.task
+                    listener.cursor = max(listener.cursor, round_.version)
+
+    async def _read(self, task_id: str, since: int, *, snapshot: bool = False) -> Round:
+        """The task and its subtasks changed after version `since`, as a round."""
+        async with self._tasks.rt.engine.connect() as conn:
+            task = await store.get_task(conn, task_id)
+            if task is None:
+                return Round(since, since, gone=True)
+            changed: list[model.Subtask] = []
+            if task.version > since:
+                changed = await store.changed_subtasks(conn, task_id, since, task.version)
+        # The connection is released before the (possibly slow) clients are written to.
+        task = await self._tasks.estimated(task)
+        changes = _Changes(
+            task,
+            [WatchUpdate(task, subtask, snapshot=snapshot) for subtask in changed],
+            WatchUpdate(task, None, snapshot=snapshot),
+        )
+        return Round(since, task.version, changes)

@@ -117,12 +117,14 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         async for update in self._watches.watch(
             request.task_id, request.after_version, request.include_subtasks
         ):
-            message = tasks_pb2.WatchTaskResponse(
-                task=convert.task_proto(update.task), snapshot=update.snapshot
-            )
-            if update.subtask is not None:
-                message.subtask.CopyFrom(convert.subtask_proto(update.subtask))
-            yield message
+            if update.wire is None:  # shared updates are encoded once for every watcher
+                message = tasks_pb2.WatchTaskResponse(
+                    task=convert.task_proto(update.task), snapshot=update.snapshot
+                )
+                if update.subtask is not None:
+                    message.subtask.CopyFrom(convert.subtask_proto(update.subtask))
+                update.wire = message
+            yield update.wire
 
     async def GetImage(
         self, request: tasks_pb2.GetImageRequest, context: Context
