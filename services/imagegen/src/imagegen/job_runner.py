@@ -292,8 +292,10 @@ class JobRunner:
             encoded = await pipeline.encode(rendered, jobspec.image_format(job), provenance)
             lease.check()  # never overwrite the image of a delivery we may no longer own
             started = time.perf_counter()
-            await self._store.put(jobspec.object_name(job), encoded.image)
-            await self._store.put(jobspec.thumbnail_name(job), encoded.thumbnail)
+            await asyncio.gather(
+                self._store.put(jobspec.object_name(job), encoded.image),
+                self._store.put(jobspec.thumbnail_name(job), encoded.thumbnail),
+            )
             stored = time.perf_counter() - started + encoded.seconds
         return jobs_pb2.JobResult(
             object_name=jobspec.object_name(job),
@@ -366,6 +368,8 @@ class JobRunner:
 class _Throttled:
     """A progress callback publishing at most one event per `interval`.
 
+    The first comes `interval` after the start, not at once: a job that renders faster than
+    that reports only its start and its end (one publish fewer per job for fast providers).
     It also checks the lease: a worker resumed after a freeze stops its render at the next
     step instead of reporting progress on a job another worker now owns.
     """
@@ -374,7 +378,7 @@ class _Throttled:
         self._events = job_events
         self._interval = interval
         self._lease = lease
-        self._last = float("-inf")
+        self._last = time.monotonic()
 
     async def __call__(self, step: int, total: int) -> None:
         self._lease.check()

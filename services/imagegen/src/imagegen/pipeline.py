@@ -75,7 +75,11 @@ async def encode(
     with_thumbnail: bool = True,
 ) -> Encoded:
     """Encodes the image (and a thumbnail) in a worker thread, off the event loop."""
+
+    def both() -> tuple[imaging.EncodedImage, imaging.EncodedImage]:
+        image = imaging.encode(rendered.image, image_format, provenance)
+        return image, imaging.thumbnail(rendered.image) if with_thumbnail else image
+
     started = time.perf_counter()
-    image = await asyncio.to_thread(imaging.encode, rendered.image, image_format, provenance)
-    thumb = await asyncio.to_thread(imaging.thumbnail, rendered.image) if with_thumbnail else image
+    image, thumb = await asyncio.to_thread(both)  # one trip to a thread, not two
     return Encoded(image, thumb, time.perf_counter() - started)

@@ -57,7 +57,7 @@ class TasksConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings,
         False,
     )
     dispatch_batch: int = setting(
-        "TASKS_DISPATCH_BATCH", "Outbox rows published per round.", 2000, check=positive
+        "TASKS_DISPATCH_BATCH", "Outbox rows published per round.", 5000, check=positive
     )
     dispatch_poll: float = setting(
         "TASKS_DISPATCH_POLL_SECONDS",

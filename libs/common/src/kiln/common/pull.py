@@ -11,6 +11,7 @@ round trip for the lot instead of one each) and says which were stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import nats.errors
@@ -55,13 +56,16 @@ async def publish_all(
     Returns, for each, whether JetStream acknowledged it within `ack_within` seconds; a bus
     failure is a False, never an exception."""
     pending: list[asyncio.Future[api.PubAck] | None] = []
-    for subject, payload, headers in messages:
-        try:
-            pending.append(
-                await js.publish_async(subject, payload, headers=headers, wait_stall=ack_within)
-            )
-        except Exception:  # disconnected, or too many unacknowledged: not sent
-            pending.append(None)
+    # No per-message stall timeout: nats-py would start a timer task for each message and
+    # yield to the flusher after each (a write per message). One deadline covers the lot.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(ack_within):
+            for subject, payload, headers in messages:
+                try:
+                    pending.append(await js.publish_async(subject, payload, headers=headers))
+                except Exception:  # disconnected, or over the client's limit: not sent
+                    pending.append(None)
+    pending += [None] * (len(messages) - len(pending))
     sent = [f for f in pending if f is not None]
     if sent:
         await asyncio.wait(sent, timeout=ack_within)
