@@ -49,7 +49,7 @@ def test_postgres_crash_during_create_and_reporting(fault: Fault) -> None:
         assert counts["tasks"] == 0
     # The client's retry: same request_id, one task either way.
     retried = checks.wait_until(
-        lambda: _create_once(client), within=30, what="CreateTask after the restart"
+        lambda: _create_once(client, "big", []), within=30, what="CreateTask after the restart"
     )
     assert checks.rows(fault.database_url, ROWS)[0] == {
         "tasks": 1, "subtasks": TOTAL, "outbox": TOTAL,
@@ -74,12 +74,64 @@ def test_postgres_crash_during_create_and_reporting(fault: Fault) -> None:
     )  # fmt: skip
 
 
-def _create_once(client: harness.Client) -> bool:
+def _create_once(client: harness.Client, request_id: str, ids: list[str]) -> bool:
     try:
-        task = client.create(TOTAL, request_id="big", timeout=60)
+        task = client.create(TOTAL, request_id=request_id, timeout=60)
     except grpc.RpcError as error:
         if error.code() != grpc.StatusCode.UNAVAILABLE:
             raise
         return False
     assert task.total_images == TOTAL
+    ids.append(task.id)
     return True
+
+
+COMMITTED = "SELECT count(*) FROM tasks.tasks WHERE request_id = 'committed'"
+UNSENT = "SELECT count(*) FROM tasks.outbox WHERE sent_time IS NULL"
+
+
+@pytest.mark.long
+@pytest.mark.timeout(300)
+def test_postgres_crash_right_after_create_commits(fault: Fault) -> None:
+    """The other branch of T10: PostgreSQL killed (-9) the moment the 10,000-subtask create
+    has committed, before or while the answer goes out. The call succeeds or fails
+    UNAVAILABLE, but the rows are all there either way; the client's retry with the same
+    request_id gets that one task back, and after the restart the dispatcher puts all
+    10,000 jobs on the stream, each once."""
+    fault.start(workers=0, extra_env={"TASKS_DISPATCH_WINDOW": str(2 * TOTAL)})
+    client = fault.client()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        creating = pool.submit(client.create, TOTAL, request_id="committed", timeout=60)
+        checks.wait_until(
+            lambda: int(checks.scalar(fault.database_url, COMMITTED)) == 1,
+            within=60,
+            every=0.005,
+            what="the create's commit",
+        )
+        fault.postgres.kill()
+        fault.postgres.start()
+        try:
+            first = creating.result()
+            outcome, first_id = "succeeded", first.id
+        except grpc.RpcError as error:
+            outcome, first_id = error.code().name, None
+    assert outcome in ("succeeded", "UNAVAILABLE"), outcome
+    counts = checks.rows(fault.database_url, ROWS.replace("'big'", "'committed'"))[0]
+    assert counts == {"tasks": 1, "subtasks": TOTAL, "outbox": TOTAL}, counts
+    retried: list[str] = []
+    checks.wait_until(
+        lambda: _create_once(client, "committed", retried),
+        within=30,
+        what="CreateTask after the restart",
+    )
+    if first_id is not None:
+        assert retried == [first_id]  # the same task, not a second one
+    published = checks.wait_until(
+        lambda: int(checks.scalar(fault.database_url, UNSENT)) == 0,
+        within=120,
+        what="every job dispatched",
+    )
+    assert checks.stream_messages(fault.nats.url) == TOTAL
+    harness.record(
+        "T10b", create_outcome=outcome, all_jobs_published_after_restart_seconds=round(published, 1)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import socket
 from pathlib import Path
 
@@ -132,14 +133,23 @@ def test_postgres_committed_row_survives_kill(private_postgres: testing.Postgres
     assert "automatic recovery in progress" in private_postgres.log_path.read_text()
 
 
-def test_postgres_pause_stalls_new_connections(private_postgres: testing.PostgresServer) -> None:
-    """While paused new connections time out; after resume an older connection still works."""
+def test_postgres_pause_stalls_new_and_open_connections(
+    private_postgres: testing.PostgresServer,
+) -> None:
+    """While paused new connections time out and an open one gets no answer (its backend
+    is frozen too); after resume the open connection works again."""
     with psycopg.connect(private_postgres.url, autocommit=True) as conn:
+        conn.execute("SELECT 1")
         private_postgres.pause()
         assert private_postgres.paused
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(private_postgres.url, connect_timeout=1).close()
-        private_postgres.resume()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(lambda: conn.execute("SELECT 2").fetchone())
+            with pytest.raises(concurrent.futures.TimeoutError):
+                answer.result(timeout=1.0)
+            private_postgres.resume()
+            assert answer.result(timeout=10) == (2,)
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 

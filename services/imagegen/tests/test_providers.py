@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -50,6 +51,7 @@ async def test_http_from_options() -> None:
         pytest.param("http", {"api_style": "a1111"}, "'base_url'", id="missing-url"),
         pytest.param("http", {"base_url": 7, "api_style": "a1111"}, "'base_url'", id="not-text"),
         pytest.param("instant", {"full_size": "maybe"}, "'full_size'", id="bad-flag"),
+        pytest.param("instant", {"delay": "-0.5"}, "'delay'", id="negative-delay"),
     ],
 )
 def test_bad_configuration_names_the_option(
@@ -91,6 +93,18 @@ async def test_instant_full_size() -> None:
     image = await provider.render(REQUEST, providers.no_progress)
 
     assert image.size == (1344, 768)
+
+
+async def test_instant_delay_takes_that_long_without_the_cpu() -> None:
+    """With a delay each image takes at least that long, and other work goes on meanwhile."""
+    provider = providers.create_provider("instant", {"delay": "0.2"})
+    started = time.monotonic()
+    images = await asyncio.gather(
+        *(provider.render(REQUEST, providers.no_progress) for _ in range(10))
+    )
+    took = time.monotonic() - started
+    assert len(images) == 10
+    assert 0.2 <= took < 1.5  # ten at once, not one after the other (2 s)
 
 
 @pytest.mark.parametrize(

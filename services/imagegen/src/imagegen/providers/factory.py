@@ -29,8 +29,9 @@ def _http(read: options.Options) -> base.Provider:
 
 def _instant(read: options.Options) -> base.Provider:
     full_size = read.flag("full_size", False)
+    delay = read.number("delay", 0.0, allow_zero=True)
     read.done()
-    return instant.InstantProvider(full_size=full_size)
+    return instant.InstantProvider(full_size=full_size, delay=delay)
 
 
 _BUILDERS: dict[str, Callable[[options.Options], base.Provider]] = {
@@ -46,7 +47,7 @@ def create_provider(kind: str, settings: Mapping[str, object] | None = None) -> 
 
     procedural: step_delay (s, default 0), max_side (px, default 4096).
     http: base_url, api_style (a1111 | openai), api_key, model, timeout (s), steps.
-    instant: full_size (default false: a 1/64-size image).
+    instant: full_size (default false: a 1/64-size image), delay (s per image, default 0).
     """
     builder = _BUILDERS.get(kind)
     if builder is None:

@@ -3,10 +3,13 @@
 It isolates the cost of everything around rendering (bus, storage, events). The colour still
 depends on the prompt and seed, so duplicates and determinism checks behave as with real
 providers. The image keeps the requested aspect ratio at 1/64 of the size, unless
-`full_size` asks for the requested size (to include encoding costs in a benchmark).
+`full_size` asks for the requested size (to include encoding costs in a benchmark). `delay`
+makes each image take that long without using the CPU (a renderer of known speed).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from PIL import Image
 
@@ -22,8 +25,9 @@ class InstantProvider:
     name = "instant"
     model = MODEL
 
-    def __init__(self, *, full_size: bool = False) -> None:
+    def __init__(self, *, full_size: bool = False, delay: float = 0.0) -> None:
         self._full_size = full_size
+        self._delay = delay
 
     async def render(
         self, request: base.RenderRequest, progress: base.ProgressCallback
@@ -36,6 +40,8 @@ class InstantProvider:
         else:
             size = (max(1, request.width // _SHRINK), max(1, request.height // _SHRINK))
         image = Image.new("RGB", size, colour)
+        if self._delay:
+            await asyncio.sleep(self._delay)
         await progress(1, 1)
         return image
 

@@ -231,6 +231,7 @@ class PostgresServer(LocalServer):
         server on the same directory finds its data again (the local stack uses this)."""
         # Resolved before the temp folder exists, so a failure here leaves nothing behind.
         self._account = _server_account()
+        self._frozen: list[int] = []
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
         super().__init__(
@@ -351,6 +352,26 @@ class PostgresServer(LocalServer):
             user=self._account.uid if self._account else None,
             group=self._account.gid if self._account else None,
         )
+
+    def pause(self) -> None:
+        """Freeze the postmaster and every backend (SIGSTOP), as a hung host would.
+
+        The backends are in sessions of their own (see kill()), so freezing the group alone
+        would leave established connections answering queries.
+        """
+        super().pause()  # the postmaster first, so it forks nothing while we look
+        self._frozen = [] if self.pid is None else _children(self.pid)
+        for child in self._frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw the backends and the postmaster (SIGCONT)."""
+        for child in self._frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGCONT)
+        self._frozen = []
+        super().resume()
 
     def kill(self) -> None:
         """kill -9 the postmaster and every backend, as a crash of the host process would.
