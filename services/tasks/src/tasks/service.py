@@ -476,7 +476,7 @@ class Watches:
             # messages share one task version, and a stream can drop between two of them;
             # clients apply subtask states idempotently).
             since = max(after_version - 1, 0)
-            opening = await self._read(task_id, since, snapshot=True)
+            opening = await self._read(task_id, since, snapshot=True, subtasks=include_subtasks)
             task = _visible(opening.content.task if not opening.gone else None, task_id, caller)
             if after_version > task.version:
                 # Nothing newer would ever be sent; refuse rather than end silently.
@@ -510,14 +510,18 @@ class Watches:
                     task = round_.content.task
                     listener.cursor = max(listener.cursor, round_.version)
 
-    async def _read(self, task_id: str, since: int, *, snapshot: bool = False) -> Round:
-        """The task and its subtasks changed after version `since`, as a round."""
+    async def _read(
+        self, task_id: str, since: int, *, snapshot: bool = False, subtasks: bool = True
+    ) -> Round:
+        """The task and (unless `subtasks` is false) its subtasks changed after version
+        `since`, as a round. Shared rounds always hold the subtasks: some watcher may want
+        them, and a round after a change names only the few that changed."""
         async with self._tasks.rt.engine.connect() as conn:
             task = await store.get_task(conn, task_id)
             if task is None:
                 return Round(since, since, gone=True)
             changed: list[model.Subtask] = []
-            if task.version > since:
+            if subtasks and task.version > since:
                 changed = await store.changed_subtasks(conn, task_id, since, task.version)
         # The connection is released before the (possibly slow) clients are written to.
         task = await self._tasks.estimated(task)
