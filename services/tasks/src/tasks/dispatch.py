@@ -65,14 +65,20 @@ ORDER BY o.priority DESC, o.id
 FOR UPDATE OF o SKIP LOCKED
 """
 
+# Subtask rows are locked in id order, as the fold locks them, so the two never deadlock
+# when a job's events are folded before its row is marked sent.
 _MARK_SENT = """
 WITH sent AS (
     UPDATE tasks.outbox SET sent_time = now() WHERE id = ANY(CAST(:ids AS bigint[]))
     RETURNING subtask_id, attempt
+), waiting AS (
+    SELECT s.id FROM tasks.subtasks s JOIN sent ON s.id = sent.subtask_id
+    WHERE s.attempt = sent.attempt AND s.state = 'pending'
+    ORDER BY s.id FOR UPDATE OF s
 )
 UPDATE tasks.subtasks s SET state = 'queued', queue_time = COALESCE(s.queue_time, now()),
     last_seen = now()
-FROM sent WHERE s.id = sent.subtask_id AND s.attempt = sent.attempt AND s.state = 'pending'
+FROM waiting WHERE s.id = waiting.id AND s.state = 'pending'
 """
 
 

@@ -231,9 +231,22 @@ class Outcome:
     webhooks: int = 0
 
 
+# Task rows first, in id order, then subtask rows in id order: the order CancelTask and
+# RetryTask take them in (task, then its subtasks), so a fold and a cancel of the same task
+# wait for each other instead of deadlocking.
+_LOCK_TASKS = """
+SELECT t.id FROM tasks.tasks t
+WHERE t.id IN (SELECT s.task_id FROM tasks.subtasks s WHERE s.id = ANY(CAST(:ids AS uuid[])))
+ORDER BY t.id FOR UPDATE OF t
+"""
+
+
 async def apply(conn: AsyncConnection, changes: Iterable[Change]) -> Outcome:
     """Applies `changes` in the caller's transaction and updates the tasks they touch."""
+    changes = list(changes)
     deltas: dict[str, TaskDelta] = {}
+    if changes:
+        await conn.execute(text(_LOCK_TASKS), {"ids": [c.subtask_id for c in changes]})
     for round_ in _rounds(changes):
         params: dict[str, list[Any]] = {name: [] for name, _ in _COLUMNS}
         for change in round_:
