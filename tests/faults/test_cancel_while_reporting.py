@@ -22,6 +22,7 @@ SUBTASKS = 3000
 ROUNDS = 3
 
 
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_cancel_answers_ok_while_workers_report(fault: Fault) -> None:
     """Three times: a 3,000-subtask task runs on two fast workers, and once 300 are done it
