@@ -63,19 +63,27 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _group_task_states(pgid: int) -> list[str]:
-    """The scheduler state letter of every thread in process group `pgid` (Linux /proc)."""
-    states = []
-    for stat_file in Path("/proc").glob("[0-9]*/task/[0-9]*/stat"):
+def proc_stats(pattern: str) -> list[tuple[Path, list[str]]]:
+    """The fields after the command name of every /proc `stat` file matching `pattern`
+    (state, parent pid, process group...), with the file; Linux only."""
+    found = []
+    for stat_file in Path("/proc").glob(pattern):
         try:
             stat = stat_file.read_text()
         except OSError:
-            continue  # the thread ended while we looked
+            continue  # the process or thread ended while we looked
         # The command name may contain spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            states.append(fields[0])
-    return states
+        found.append((stat_file, stat[stat.rfind(")") + 2 :].split()))
+    return found
+
+
+def _group_task_states(pgid: int) -> list[str]:
+    """The scheduler state letter of every thread in process group `pgid` (Linux /proc)."""
+    return [
+        fields[0]
+        for _, fields in proc_stats("[0-9]*/task/[0-9]*/stat")
+        if len(fields) > 2 and int(fields[2]) == pgid
+    ]
 
 
 def group_alive(pgid: int) -> bool:

@@ -36,6 +36,7 @@ from kiln.common.testing._process import (
     LocalServer,
     ManagedProcess,
     ServerStartError,
+    proc_stats,
 )
 
 SUPERUSER = "postgres"
@@ -184,17 +185,11 @@ _BINDIR_RECORD = "bindir"
 
 def _children(parent: int) -> list[int]:
     """The pids whose parent is `parent` (Linux /proc)."""
-    found = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            stat = stat_file.read_text()
-        except OSError:
-            continue  # the process ended while we looked
-        # The command name may contain spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == parent:
-            found.append(int(stat_file.parent.name))
-    return found
+    return [
+        int(stat_file.parent.name)
+        for stat_file, fields in proc_stats("[0-9]*/stat")
+        if len(fields) > 1 and int(fields[1]) == parent
+    ]
 
 
 def _alive(pid: int) -> bool:
