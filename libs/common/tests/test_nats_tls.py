@@ -14,36 +14,10 @@ from nats import errors as nats_errors
 
 from kiln.common import jetstream, tls
 from kiln.common.settings import NatsSettings
-from kiln.common.testing import NatsServer, nats_server_binary
-from kiln.common.testing._process import ManagedProcess
-from kiln.common.testing.certs import CertFiles, PrivateCa
+from kiln.common.testing.certs import PrivateCa
+from kiln.common.testing.tls_nats import TlsNatsServer
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class TlsNatsServer(NatsServer):
-    """A NatsServer that accepts TLS clients only (and, with `client_ca`, only clients with a
-    certificate that CA signed)."""
-
-    def __init__(self, cert: CertFiles, client_ca: Path | None = None) -> None:
-        super().__init__()
-        self.cert = cert
-        self.client_ca = client_ca
-
-    @property
-    def tls_url(self) -> str:
-        return f"tls://{self.host}:{self.port}"
-
-    def _launch(self) -> ManagedProcess:
-        argv = [
-            str(nats_server_binary()),
-            "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port),
-            "-m", str(self.monitor_port),
-            "--tls", "--tlscert", str(self.cert.cert), "--tlskey", str(self.cert.key),
-        ]  # fmt: skip
-        if self.client_ca is not None:
-            argv += ["--tlsverify", "--tlscacert", str(self.client_ca)]
-        return ManagedProcess(argv, log_path=self.log_path, cwd=self.directory)
 
 
 @pytest.fixture
