@@ -93,7 +93,7 @@ async def test_health_port_answers_probes_in_plaintext_with_health_only(
     tls_host: server.ServiceHost,
 ) -> None:
     """GRPC_HEALTH_PORT serves the TLS server's health statuses in plaintext (for Kubernetes
-    `grpc:` probes) and nothing else: reflection is not there."""
+    `grpc:` probes) and nothing else: its reflection lists Health alone."""
     assert tls_host.health_port > 0
     async with grpc.aio.insecure_channel(f"127.0.0.1:{tls_host.health_port}") as channel:
         assert await _health(channel) == SERVING
@@ -104,10 +104,12 @@ async def test_health_port_answers_probes_in_plaintext_with_health_only(
         reflect = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
         )
-        with pytest.raises(grpc.aio.AioRpcError) as missing:
-            async for _ in reflect:
-                pass
-        assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        listed = [
+            service.name
+            async for response in reflect
+            for service in response.list_services_response.service
+        ]
+    assert sorted(listed) == ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
 
 
 async def test_mtls_refuses_clients_without_a_certificate_from_the_client_ca(

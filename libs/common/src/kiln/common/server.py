@@ -179,11 +179,16 @@ class ServiceHost:
 
     async def _start_health_server(self) -> None:
         """With GRPC_HEALTH_PORT set, serves the same health statuses in plaintext on their
-        own port: Kubernetes `grpc:` probes cannot speak TLS, and health reveals nothing."""
+        own port: Kubernetes `grpc:` probes cannot speak TLS, and health reveals nothing.
+        Reflection there lists Health alone, so grpcurl works without proto files."""
         if self.settings.grpc_health_port < 0:
             return
         self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+        reflection.enable_server_reflection(
+            [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.health_server,
+        )
         address = f"{self.settings.grpc_host}:{self.settings.grpc_health_port}"
         self.health_port = self.health_server.add_insecure_port(address)
         if self.health_port == 0:
