@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from kiln.common import config, server, tls
 from kiln.common.config import ConfigError
-from kiln.common.settings import GrpcClientTlsSettings, ServerSettings
+from kiln.common.settings import GrpcClientTlsSettings, ServerSettings, ServerTlsSettings
 from kiln.common.testing.certs import CertFiles, PrivateCa
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -173,3 +176,56 @@ def test_bad_tls_material_stops_the_start_naming_its_variable(
         with pytest.raises(ConfigError) as error:
             server.ServiceHost(_settings(**environ), [])
         assert error.value.variable == variable, environ
+
+
+async def _serves(target: str, ca: PrivateCa) -> bool:
+    async with tls.channel(target, _client(ca)) as channel:
+        try:
+            return bool(await _health(channel) == SERVING)
+        except grpc.aio.AioRpcError:
+            return False
+
+
+async def test_server_picks_up_a_renewed_certificate_without_restart(tmp_path: Path) -> None:
+    """When the certificate and key files are replaced (as cert-manager renews a Secret),
+    new connections get the new certificate within seconds, with no restart."""
+    old_ca, new_ca = PrivateCa(tmp_path / "old"), PrivateCa(tmp_path / "new", name="new ca")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    issued = old_ca.server()
+    shutil.copy(issued.cert, cert)
+    shutil.copy(issued.key, key)
+    settings = _settings(GRPC_TLS_CERT_FILE=str(cert), GRPC_TLS_KEY_FILE=str(key))
+    async for host in _started(settings):
+        target = f"127.0.0.1:{host.port}"
+        assert await _serves(target, old_ca)
+        renewed = new_ca.server()
+        shutil.copy(renewed.key, key)
+        shutil.copy(renewed.cert, cert)
+        deadline = time.monotonic() + 10
+        while not await _serves(target, new_ca):
+            assert time.monotonic() < deadline, "the renewed certificate was not picked up"
+            await asyncio.sleep(0.2)
+        assert not await _serves(target, old_ca)
+
+
+def test_a_broken_renewal_keeps_the_certificate_in_use(ca: PrivateCa, tmp_path: Path) -> None:
+    """A renewal that is half written (a key of another certificate) or not a certificate
+    is not taken: the certificate in use stays until a good pair is in place."""
+    issued = ca.server()
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    shutil.copy(issued.cert, cert)
+    shutil.copy(issued.key, key)
+    files = tls.ServerCertificateFiles(
+        ServerTlsSettings(grpc_tls_cert_file=str(cert), grpc_tls_key_file=str(key)),
+        reload_interval=0,
+    )
+    assert files.renewed() is None  # nothing changed
+    shutil.copy(ca.server("other").key, key)
+    assert files.renewed() is None  # the key does not belong to the certificate
+    cert.write_text("garbage\n")
+    assert files.renewed() is None
+    renewed = ca.server("renewed")
+    shutil.copy(renewed.cert, cert)
+    shutil.copy(renewed.key, key)
+    assert files.renewed() is not None
+    assert files.renewed() is None  # taken once

@@ -34,7 +34,7 @@ class ServerTlsSettings:
     grpc_tls_cert_file: str = setting(
         "GRPC_TLS_CERT_FILE",
         "PEM certificate chain of the gRPC server; set with GRPC_TLS_KEY_FILE to serve TLS "
-        "only (plaintext when empty).",
+        "only (plaintext when empty). Renewed files are picked up without a restart.",
         "",
         check=readable_file,
     )

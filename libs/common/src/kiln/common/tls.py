@@ -1,23 +1,34 @@
 """TLS material for gRPC servers, gRPC channels and NATS connections.
 
-Certificate and key files are read once, when a server or connection is built at start, and
+Certificate and key files are read when a server or connection is built at start, and
 checked there: an unreadable file, a file that holds no PEM certificate, a key that does not
 belong to its certificate, or half of a certificate/key pair stops the start with a
 `ConfigError` naming the variable. Empty paths mean plaintext, the local default.
+
+A gRPC server also picks up renewed files (cert-manager rewrites its Secret before the old
+certificate expires): at a new connection, at most once a second, it compares the files'
+stat stamps and, when they changed, reads and checks them again; a broken or half-written
+renewal is logged and the certificate in use is kept. Clients read their files once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import ssl
+import threading
+import time
 from pathlib import Path
 
 import grpc
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kiln.common.config import ConfigError
 from kiln.common.settings import GrpcClientTlsSettings, NatsTlsSettings, ServerTlsSettings
+
+log = structlog.get_logger("kiln.tls")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,31 +90,91 @@ def _public_der(key: object) -> bytes:
     return der
 
 
-def server_credentials(settings: ServerTlsSettings) -> grpc.ServerCredentials | None:
+def server_credentials(
+    settings: ServerTlsSettings, reload_interval: float = 1.0
+) -> grpc.ServerCredentials | None:
     """TLS credentials for the gRPC server (requiring client certificates when a client CA
-    is set), or None for plaintext."""
-    pair = read_key_pair(
-        "GRPC_TLS_CERT_FILE",
-        settings.grpc_tls_cert_file,
-        "GRPC_TLS_KEY_FILE",
-        settings.grpc_tls_key_file,
-    )
-    if pair is None:
+    is set) that follow renewals of the files, or None for plaintext."""
+    if not settings.grpc_tls_cert_file and not settings.grpc_tls_key_file:
         if settings.grpc_tls_client_ca_file:
             raise ConfigError(
                 "GRPC_TLS_CERT_FILE", "is required when GRPC_TLS_CLIENT_CA_FILE is set"
             )
         return None
-    client_ca = (
-        read_certificates("GRPC_TLS_CLIENT_CA_FILE", settings.grpc_tls_client_ca_file)
-        if settings.grpc_tls_client_ca_file
-        else None
+    files = ServerCertificateFiles(settings, reload_interval)
+    return grpc.dynamic_ssl_server_credentials(
+        files.configuration(),
+        files.renewed,
+        require_client_authentication=bool(settings.grpc_tls_client_ca_file),
     )
-    return grpc.ssl_server_credentials(
-        [(pair.private_key, pair.certificate_chain)],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
+
+
+class ServerCertificateFiles:
+    """The server's certificate, key and client CA files, re-read when they change."""
+
+    def __init__(self, settings: ServerTlsSettings, reload_interval: float) -> None:
+        self._settings = settings
+        self._interval = reload_interval
+        self._paths = [
+            p
+            for p in (
+                settings.grpc_tls_cert_file,
+                settings.grpc_tls_key_file,
+                settings.grpc_tls_client_ca_file,
+            )
+            if p
+        ]
+        self._lock = threading.Lock()
+        self._checked_at = time.monotonic()
+        try:
+            self._stamp = self._stat()
+        except OSError:
+            self._stamp = []  # configuration() reports the missing file by its variable
+
+    def configuration(self) -> grpc.ServerCertificateConfiguration:
+        """Reads and checks the files now; ConfigError naming the variable at fault."""
+        pair = read_key_pair(
+            "GRPC_TLS_CERT_FILE",
+            self._settings.grpc_tls_cert_file,
+            "GRPC_TLS_KEY_FILE",
+            self._settings.grpc_tls_key_file,
+        )
+        assert pair is not None  # server_credentials returned early when both are unset
+        client_ca = self._settings.grpc_tls_client_ca_file
+        return grpc.ssl_server_certificate_configuration(
+            [(pair.private_key, pair.certificate_chain)],
+            root_certificates=read_certificates("GRPC_TLS_CLIENT_CA_FILE", client_ca)
+            if client_ca
+            else None,
+        )
+
+    def renewed(self) -> grpc.ServerCertificateConfiguration | None:
+        """Called by grpc at new connections: the new configuration when the files changed
+        and check out, else None (keep the current one)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked_at < self._interval:
+                return None
+            self._checked_at = now
+            try:
+                stamp = self._stat()
+            except OSError:
+                return None  # mid-rewrite; look again later
+            if stamp == self._stamp:
+                return None
+            try:
+                configuration = self.configuration()
+            except ConfigError as error:
+                log.warning("tls_reload_failed", variable=error.variable, problem=error.problem)
+                return None
+            self._stamp = stamp
+            log.info("tls_certificate_reloaded")
+            return configuration
+
+    def _stat(self) -> list[tuple[int, int, int]]:
+        # Kubernetes swaps a Secret volume's files through a symlink: stat follows it.
+        stats = [os.stat(p) for p in self._paths]
+        return [(s.st_ino, s.st_size, s.st_mtime_ns) for s in stats]
 
 
 def channel_credentials(settings: GrpcClientTlsSettings) -> grpc.ChannelCredentials | None:
