@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from auth import app
+from auth.config import AuthConfig
 from auth.testing import AuthServer, make_config, start_server, stop_server
 from kiln.auth.v1 import auth_pb2_grpc
-from kiln.common import errors, jwks, tls
+from kiln.common import cli, errors, jwks, tls
 from kiln.common.settings import GrpcClientTlsSettings
 from kiln.common.testing.certs import PrivateCa
 from kiln.common.tokens import TokenVerifier
@@ -75,3 +77,28 @@ async def test_key_fetch_without_the_right_tls_is_unavailable(
         source = jwks.JwksKeySource(jwks.grpc_jwks_fetcher(channel, timeout=2.0))
         with pytest.raises(errors.Unavailable):
             await source.get_key("any")
+
+
+def test_a_key_of_another_certificate_stops_the_start_naming_the_variable(
+    ca: PrivateCa,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The auth entry point with a TLS key that does not belong to its certificate exits 2
+    with one line naming GRPC_TLS_KEY_FILE, before it serves anything."""
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    environ = {
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        "AUTH_KEY_DIR": str(tmp_path / "keys"),
+        "GRPC_HOST": "127.0.0.1", "GRPC_PORT": "0", "METRICS_PORT": "-1",
+        "GRPC_TLS_CERT_FILE": str(ca.server("auth").cert),
+        "GRPC_TLS_KEY_FILE": str(ca.server("other").key),
+    }  # fmt: skip
+    for variable, value in environ.items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as stopped:
+        cli.service_main("auth", AuthConfig, app.serve, app.migrate, argv=["serve"])
+    assert stopped.value.code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("configuration error: GRPC_TLS_KEY_FILE: ")
