@@ -24,6 +24,11 @@ from kiln.common.testing.services import ServiceProcess, migrate
 from kiln.common.testing.tls_nats import TlsNatsServer
 
 KILN = Path(sys.executable).with_name("kiln")
+# What the developer's shell may set that would change what the tests run.
+KILN_VARIABLES = (
+    "KILN_TOKEN", "KILN_API_KEY", "KILN_CA", "KILN_TLS", "KILN_INSECURE", "KILN_CLIENT_CERT",
+    "KILN_CLIENT_KEY", "KILN_SERVER_NAME",
+)  # fmt: skip
 PASSWORD = "correct horse battery"
 SPEC = 'name: tls cats\nprompt: "a {color} cat"\nvariables:\n  color: [red, blue]\n'
 
@@ -112,7 +117,7 @@ def _kiln(
         "KILN_TARGET": stack.tasks.target,
         "KILN_AUTH_TARGET": stack.auth.target,
     }
-    for variable in ("KILN_TOKEN", "KILN_API_KEY", "KILN_CA", "KILN_TLS", "KILN_INSECURE"):
+    for variable in KILN_VARIABLES:
         env.pop(variable, None)
     result = subprocess.run(
         [str(KILN), *args], input=stdin, capture_output=True, text=True, env=env,
@@ -141,12 +146,15 @@ async def mtls_auth(
     await stop_server(server)
 
 
-async def _kiln_async(home: Path, *args: str, stdin: str = "") -> tuple[int, str, str]:
-    env = {**os.environ, "XDG_CONFIG_HOME": str(home)}
-    for variable in ("KILN_TOKEN", "KILN_API_KEY", "KILN_CA", "KILN_TLS", "KILN_INSECURE"):
-        env.pop(variable, None)
+async def _kiln_async(
+    home: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    environ = {**os.environ, "XDG_CONFIG_HOME": str(home)}
+    for variable in KILN_VARIABLES:
+        environ.pop(variable, None)
+    environ.update(env or {})
     process = await asyncio.create_subprocess_exec(
-        str(KILN), *args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        str(KILN), *args, env=environ, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
@@ -158,9 +166,11 @@ async def test_cli_signs_in_over_mtls_with_ca_and_client_certificate(
     mtls_auth: tuple[AuthServer, PrivateCa], tmp_path: Path
 ) -> None:
     """`kiln --ca --cert --key` registers, signs in and calls an authenticated RPC at an
-        auth server requiring mTLS, also through a host name that is not in the certificate when
-    `--server-name` gives one that is;
-        without the client certificate, or with a certificate but no key, it fails in one line."""
+    auth server requiring mTLS; through a host name the certificate does not list it works
+    once KILN_SERVER_NAME gives one it does (the KILN_* variables standing in for the
+    flags), and `--insecure` with a client certificate works without the CA. Without the
+    client certificate, with a certificate but no key, or with both --insecure and --ca it
+    fails in one line."""
     server, ca = mtls_auth
     target = ("--auth-target", f"127.0.0.1:{server.port}")
     me = ca.client("me")
@@ -185,13 +195,24 @@ async def test_cli_signs_in_over_mtls_with_ca_and_client_certificate(
     login = ("login", "--email", email, "--password-stdin")
     code, out, err = await _kiln_async(home, *target, *mtls, *login, stdin=PASSWORD)
     assert code == 0, err
-    by_name = ("--auth-target", f"localhost:{server.port}", *mtls, "whoami", "--json")
-    code, _, err = await _kiln_async(home, *by_name)
+    by_name = ("--auth-target", f"localhost:{server.port}", "whoami", "--json")
+    code, _, err = await _kiln_async(home, *mtls, *by_name)
     assert code == 1  # the certificate names auth.kiln.svc and 127.0.0.1, not localhost
     assert err.startswith("kiln: error: UNAVAILABLE"), err
-    code, out, err = await _kiln_async(home, "--server-name", "auth.kiln.svc", *by_name)
+    from_env = {
+        "KILN_CA": str(ca.cert_file), "KILN_CLIENT_CERT": str(me.cert),
+        "KILN_CLIENT_KEY": str(me.key), "KILN_SERVER_NAME": "auth.kiln.svc",
+    }  # fmt: skip
+    code, out, err = await _kiln_async(home, *by_name, env=from_env)
     assert code == 0, err
     assert email in out
+
+    certificate = ("--cert", str(me.cert), "--key", str(me.key))
+    code, out, err = await _kiln_async(home, *target, "--insecure", *certificate, "whoami")
+    assert code == 0, err  # encrypted, the server's certificate taken as presented
+    code, _, err = await _kiln_async(home, *target, "--insecure", *mtls, "whoami")
+    assert code == 2
+    assert "--insecure and --ca contradict each other" in err
 
 
 @pytest.mark.long
