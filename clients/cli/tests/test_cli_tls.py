@@ -53,17 +53,19 @@ class TlsServiceProcess(ServiceProcess):
 
 
 class TlsStack:
-    """auth requiring client certificates (mTLS), tasks serving TLS, NATS over TLS."""
+    """auth requiring client certificates (mTLS), tasks serving TLS, NATS over TLS from the
+    first byte (handshake first), as the prod overlay wires them."""
 
     def __init__(self, database_url: str, directory: Path) -> None:
         self.ca = PrivateCa(directory / "ca")
-        self.nats = TlsNatsServer(self.ca.server("nats")).start()
+        self.nats = TlsNatsServer(self.ca.server("nats"), handshake_first=True).start()
         server = self.ca.server("kiln")
         tasks_client = self.ca.client("tasks")
         env = {
             "DATABASE_URL": database_url,
             "NATS_URL": self.nats.tls_url,
             "NATS_TLS_CA_FILE": str(self.ca.cert_file),
+            "NATS_TLS_HANDSHAKE_FIRST": "true",
             "AUTH_KEY_DIR": str(directory / "keys"),
             "AUTH_ARGON2_MEMORY_KIB": "8192",
             "AUTH_ARGON2_TIME_COST": "1",

@@ -96,3 +96,25 @@ async def test_mutual_tls_needs_a_client_certificate(ca: PrivateCa) -> None:
             assert await jetstream.ping(client)
         finally:
             await client.close()
+
+
+async def test_handshake_first_never_speaks_plaintext(ca: PrivateCa) -> None:
+    """With NATS_TLS_HANDSHAKE_FIRST against a server configured the same way, the client
+    starts TLS before any NATS protocol and JetStream answers; to a plaintext client the
+    server says nothing at all (no INFO) and closes the connection."""
+    with TlsNatsServer(ca.server("nats"), handshake_first=True) as server:
+        settings = NatsSettings(
+            nats_url=server.tls_url,
+            nats_tls_ca_file=str(ca.cert_file),
+            nats_tls_handshake_first=True,
+        )
+        client = await jetstream.connect(settings, "handshake-first")
+        try:
+            assert await jetstream.ping(client)
+        finally:
+            await client.close()
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:  # the server waits for a TLS hello (its 2 s TLS timeout), then hangs up
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        finally:
+            writer.close()

@@ -51,7 +51,7 @@ async def connect(
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
         error_cb=error,
-        tls=tls.nats_ssl_context(settings),
+        **tls.nats_options(settings),
     )
 
 

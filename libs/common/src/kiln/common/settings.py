@@ -140,6 +140,13 @@ class NatsTlsSettings:
     nats_tls_key_file: str = setting(
         "NATS_TLS_KEY_FILE", "PEM private key of NATS_TLS_CERT_FILE.", "", check=readable_file
     )
+    nats_tls_handshake_first: bool = setting(
+        "NATS_TLS_HANDSHAKE_FIRST",
+        "Start TLS before the server says anything, so nothing is ever sent in plaintext (not "
+        "even to an impostor claiming TLS is not required); the server needs `tls { "
+        "handshake_first: true }`.",
+        False,
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -19,6 +19,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -225,3 +226,11 @@ def nats_ssl_context(settings: NatsTlsSettings) -> ssl.SSLContext | None:
         # load_cert_chain reads files only; the pair was checked above, so read the paths.
         context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
     return context
+
+
+def nats_options(settings: NatsTlsSettings) -> dict[str, Any]:
+    """The TLS keyword arguments of `nats.connect` for these settings."""
+    return {
+        "tls": nats_ssl_context(settings),
+        "tls_handshake_first": settings.nats_tls_handshake_first,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from kiln.common.testing._process import ManagedProcess
@@ -13,10 +14,14 @@ class TlsNatsServer(NatsServer):
     """A NatsServer that accepts TLS clients only (and, with `client_ca`, only clients with a
     certificate that CA signed)."""
 
-    def __init__(self, cert: CertFiles, client_ca: Path | None = None) -> None:
+    def __init__(
+        self, cert: CertFiles, client_ca: Path | None = None, handshake_first: bool = False
+    ) -> None:
+        """`handshake_first`: the server expects TLS at once, before its INFO."""
         super().__init__()
         self.cert = cert
         self.client_ca = client_ca
+        self.handshake_first = handshake_first
 
     @property
     def tls_url(self) -> str:
@@ -24,12 +29,18 @@ class TlsNatsServer(NatsServer):
         return f"tls://{self.host}:{self.port}"
 
     def _launch(self) -> ManagedProcess:
+        tls = [f"cert_file: {json.dumps(str(self.cert.cert))}"]
+        tls.append(f"key_file: {json.dumps(str(self.cert.key))}")
+        if self.client_ca is not None:
+            tls += [f"ca_file: {json.dumps(str(self.client_ca))}", "verify: true"]
+        if self.handshake_first:
+            tls.append("handshake_first: true")
+        config = self.directory / "tls.conf"
+        config.write_text("tls {\n  " + "\n  ".join(tls) + "\n}\n")
         argv = [
             str(nats_server_binary()),
+            "-c", str(config),
             "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port),
             "-m", str(self.monitor_port),
-            "--tls", "--tlscert", str(self.cert.cert), "--tlskey", str(self.cert.key),
         ]  # fmt: skip
-        if self.client_ca is not None:
-            argv += ["--tlsverify", "--tlscacert", str(self.client_ca)]
         return ManagedProcess(argv, log_path=self.log_path, cwd=self.directory)
