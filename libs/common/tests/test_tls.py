@@ -15,7 +15,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from kiln.common import config, server, tls
 from kiln.common.config import ConfigError
-from kiln.common.settings import GrpcClientTlsSettings, ServerSettings, ServerTlsSettings
+from kiln.common.settings import (
+    GrpcClientTlsSettings,
+    NatsTlsSettings,
+    ServerSettings,
+    ServerTlsSettings,
+)
 from kiln.common.testing.certs import CertFiles, PrivateCa
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -229,3 +234,23 @@ def test_a_broken_renewal_keeps_the_certificate_in_use(ca: PrivateCa, tmp_path: 
     shutil.copy(renewed.key, key)
     assert files.renewed() is not None
     assert files.renewed() is None  # taken once
+
+
+def test_client_tls_settings_that_do_not_fit_together_name_the_missing_variable(
+    ca: PrivateCa,
+) -> None:
+    """A client certificate without its key, or without a CA bundle to verify the server,
+    is refused at start with the variable that is missing, for gRPC clients and NATS."""
+    me = ca.client("me")
+    with pytest.raises(ConfigError) as no_key:
+        tls.channel_credentials(
+            GrpcClientTlsSettings(
+                grpc_client_ca_file=str(ca.cert_file), grpc_client_cert_file=str(me.cert)
+            )
+        )
+    assert no_key.value.variable == "GRPC_CLIENT_KEY_FILE"
+    with pytest.raises(ConfigError) as no_ca:
+        tls.nats_ssl_context(
+            NatsTlsSettings(nats_tls_cert_file=str(me.cert), nats_tls_key_file=str(me.key))
+        )
+    assert no_ca.value.variable == "NATS_TLS_CA_FILE"

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import structlog
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from kiln.common.config import ConfigError
@@ -73,22 +74,14 @@ def read_key_pair(
     key_data = read_file(key_variable, key_path)
     try:
         key = serialization.load_pem_private_key(key_data, password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise ConfigError(
             key_variable, f"{key_path} holds no unencrypted PEM private key"
         ) from None
     leaf = x509.load_pem_x509_certificates(chain)[0]
-    if _public_der(leaf.public_key()) != _public_der(key.public_key()):
+    if leaf.public_key() != key.public_key():
         raise ConfigError(key_variable, f"{key_path} is not the key of {cert_path}")
     return KeyPair(chain, key_data)
-
-
-def _public_der(key: object) -> bytes:
-    public_bytes = getattr(key, "public_bytes")  # noqa: B009 - every key type has it
-    der: bytes = public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return der
 
 
 def server_credentials(
