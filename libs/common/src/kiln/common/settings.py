@@ -49,8 +49,9 @@ class ServerTlsSettings:
     )
     grpc_health_port: int = setting(
         "GRPC_HEALTH_PORT",
-        "Port of a plaintext server with only grpc.health.v1.Health, for probes that cannot "
-        "speak TLS (Kubernetes `grpc:` probes); -1 turns it off, 0 picks a free one.",
+        "Port of a plaintext server with only grpc.health.v1.Health (and reflection of it), "
+        "for probes that cannot speak TLS (Kubernetes `grpc:` probes); -1 turns it off, 0 "
+        "picks a free one.",
         -1,
     )
 
