@@ -59,6 +59,13 @@ PREEXISTING_SECRETS: dict[str, dict[str, frozenset[str]]] = {
     },
 }
 
+CERT_MANAGER_KEYS = ("tls.crt", "tls.key", "ca.crt")
+TLS_FILE_SETTINGS = (
+    "GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE", "GRPC_TLS_CLIENT_CA_FILE", "GRPC_CLIENT_CA_FILE",
+    "GRPC_CLIENT_CERT_FILE", "GRPC_CLIENT_KEY_FILE", "NATS_TLS_CA_FILE", "NATS_TLS_CERT_FILE",
+    "NATS_TLS_KEY_FILE",
+)  # fmt: skip
+
 POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
 
@@ -129,6 +136,9 @@ class Manifests:
             }
             values.update(doc.get("stringData", {}))
             found[doc["metadata"]["name"]] = values
+        # cert-manager writes each Certificate's Secret: the chain, its key and the CA.
+        for doc in self.of_kind("Certificate"):
+            found[doc["spec"]["secretName"]] = dict.fromkeys(CERT_MANAGER_KEYS)
         return found
 
     def env(self, container: Doc) -> dict[str, str | None]:
@@ -239,7 +249,8 @@ def load(overlay: str) -> Manifests:
 
 
 def check_probes(m: Manifests) -> list[str]:
-    """Probe ports are ports of their container; Kiln containers probe gRPC on GRPC_PORT."""
+    """Probe ports are ports of their container; Kiln containers probe gRPC on GRPC_PORT, or
+    on GRPC_HEALTH_PORT (the plaintext health server) when it is set."""
     problems = []
     for w in m.workloads():
         for c in w.containers():
@@ -266,12 +277,14 @@ def check_probes(m: Manifests) -> list[str]:
                     f"{w.ref} container {c['name']}: GRPC_PORT {configured} != "
                     f"grpc port {grpc_port}"
                 )
+            health_port = m.env(c).get("GRPC_HEALTH_PORT")
+            probed = int(health_port) if health_port and int(health_port) > 0 else grpc_port
             for probe_name in ("readinessProbe", "livenessProbe"):
                 probe = c.get(probe_name, {})
-                if probe.get("grpc", {}).get("port") != grpc_port:
+                if probe.get("grpc", {}).get("port") != probed:
                     problems.append(
                         f"{w.ref} container {c['name']}: {probe_name} is not a gRPC probe on "
-                        f"port {grpc_port}"
+                        f"port {probed}"
                     )
     return problems
 
@@ -574,6 +587,32 @@ def check_paths(m: Manifests) -> list[str]:
     return problems
 
 
+def check_tls_files(m: Manifests) -> list[str]:
+    """Every TLS file a Kiln container is given is a key of a Secret mounted at that path."""
+    problems = []
+    secrets = m.secrets()
+    for w in m.workloads():
+        volumes = {v["name"]: v for v in w.pod.get("volumes", [])}
+        for c in w.containers():
+            if kiln_service(c) is None:
+                continue
+            env = m.env(c)
+            for variable in (v for v in TLS_FILE_SETTINGS if env.get(v)):
+                path = PurePosixPath(str(env[variable]))
+                mount = next(
+                    (
+                        v
+                        for v in c.get("volumeMounts", [])
+                        if path.parent.as_posix() == v["mountPath"]
+                    ),
+                    None,
+                )
+                source = volumes.get(mount["name"], {}).get("secret") if mount else None
+                if source is None or path.name not in secrets.get(source["secretName"], {}):
+                    problems.append(f"{w.ref}: {variable} {path} is no key of a mounted Secret")
+    return problems
+
+
 def check_nats(m: Manifests) -> list[str]:
     """The NATS config each StatefulSet mounts listens on its container ports, names each
     server after its pod, and, when there is more than one replica, routes to exactly the
@@ -717,7 +756,7 @@ def test_overlay_renders_every_component(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_probe_ports_are_container_ports(overlay: str) -> None:
     """Every probe targets a port its container declares; Kiln services probe gRPC health on
-    the port GRPC_PORT configures."""
+    the port GRPC_PORT configures, or on GRPC_HEALTH_PORT when the server is TLS only."""
     assert_clean(check_probes(load(overlay)))
 
 
@@ -770,6 +809,13 @@ def test_addresses_name_services_in_the_render(overlay: str) -> None:
 def test_key_paths_are_mounted(overlay: str) -> None:
     """auth finds its signing keys: a writable key dir in dev, mounted Secret files in prod."""
     assert_clean(check_paths(load(overlay)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tls_files_are_mounted(overlay: str) -> None:
+    """Every certificate, key and CA file a Kiln container is configured with is a key of a
+    Secret mounted at that path (in prod, the Secrets cert-manager writes)."""
+    assert_clean(check_tls_files(load(overlay)))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -869,6 +915,13 @@ def _unmount_signing_keys(m: Manifests) -> None:
             mount["mountPath"] = "/etc/kiln/keys"
 
 
+def _point_tls_key_elsewhere(m: Manifests) -> None:
+    container = m.get("Deployment", "tasks")["spec"]["template"]["spec"]["containers"][0]
+    for variable in container["env"]:
+        if variable["name"] == "GRPC_TLS_KEY_FILE":
+            variable["value"] = "/var/run/secrets/kiln/tls/tls.pem"
+
+
 def _grow_nats_cluster(m: Manifests) -> None:
     m.get("StatefulSet", "nats")["spec"]["replicas"] = 5
 
@@ -893,6 +946,7 @@ MUTATIONS = [
     ("dev", _rename_nats_service, check_addresses, "no Service 'nats'"),
     ("dev", _drop_key_dir_volume, check_paths, "AUTH_KEY_DIR"),
     ("prod", _unmount_signing_keys, check_paths, "signing key"),
+    ("prod", _point_tls_key_elsewhere, check_tls_files, "GRPC_TLS_KEY_FILE"),
     ("prod", _grow_nats_cluster, check_nats, "5 replicas but routes"),
     ("prod", _make_root_writable, check_hardening, "root filesystem is writable"),
 ]

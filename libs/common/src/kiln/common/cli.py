@@ -47,4 +47,8 @@ def service_main(
     if args.command == "migrate" and migrate is not None:
         migrate(settings)
     else:
-        runner.run(serve(settings))
+        try:
+            runner.run(serve(settings))
+        except config.ConfigError as exc:  # TLS files are checked as the server is built
+            print(f"configuration error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 
+from kiln.common import tls
 from kiln.common.settings import NatsSettings
 
 log = structlog.get_logger("kiln.nats")
@@ -50,6 +51,7 @@ async def connect(
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
         error_cb=error,
+        **tls.nats_options(settings),
     )
 
 
