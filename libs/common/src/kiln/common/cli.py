@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
-from kiln.common import config, logging, runner
+from kiln.common import config, logging, metrics, runner
 from kiln.common.settings import LogSettings
 
 C = TypeVar("C", bound=LogSettings)
@@ -47,4 +47,5 @@ def service_main(
     if args.command == "migrate" and migrate is not None:
         migrate(settings)
     else:
+        metrics.set_build_info(service)
         runner.run(serve(settings))
