@@ -37,7 +37,7 @@ from kiln.common import bus
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS_DIR = ROOT / "deploy" / "k8s" / "overlays"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "prod-all-options")
 KUBECTL = Path(sys.executable).parent / "kubectl"
 
 # Image repository -> the Kiln service whose settings its containers read.
@@ -56,6 +56,13 @@ PREEXISTING_SECRETS: dict[str, dict[str, frozenset[str]]] = {
     "prod": {
         "kiln-database": frozenset({"DATABASE_URL"}),
         "kiln-auth-signing-keys": frozenset({"signing-key.pem"}),
+    },
+    # components/pgbouncer/kustomization.yaml documents the two it adds.
+    "prod-all-options": {
+        "kiln-database": frozenset({"DATABASE_URL"}),
+        "kiln-auth-signing-keys": frozenset({"signing-key.pem"}),
+        "kiln-database-pooled": frozenset({"DATABASE_URL"}),
+        "kiln-pgbouncer": frozenset({"databases.ini", "userlist.txt"}),
     },
 }
 
@@ -225,6 +232,15 @@ def port_named(container: Doc, name: str) -> int | None:
 def setting_default(variable: str) -> float:
     """The code's default of a numeric setting."""
     return float(config_table.rows()[variable][0])
+
+
+def migrations_jobs(m: Manifests) -> list[Doc]:
+    """The migrations Jobs (their name carries the release, so they are found by label)."""
+    return [
+        d
+        for d in m.of_kind("Job")
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "migrations"
+    ]
 
 
 def load(overlay: str) -> Manifests:
@@ -689,7 +705,7 @@ def assert_clean(problems: list[str]) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_every_component(overlay: str) -> None:
-    """Each overlay renders auth, tasks, one worker Deployment per queue, NATS, the migrations
+    """Each overlay renders auth, tasks, one worker Deployment per queue, NATS, one migrations
     Job, HPAs for auth and tasks, and PodDisruptionBudgets; only dev has PostgreSQL."""
     m = load(overlay)
     present = {(d["kind"], d["metadata"]["name"]) for d in m.docs}
@@ -699,7 +715,6 @@ def test_overlay_renders_every_component(overlay: str) -> None:
         ("StatefulSet", "nats"),
         ("Service", "nats"),
         ("Service", "nats-headless"),
-        ("Job", "migrations"),
         ("HorizontalPodAutoscaler", "auth"),
         ("HorizontalPodAutoscaler", "tasks"),
         ("PodDisruptionBudget", "auth"),
@@ -710,6 +725,7 @@ def test_overlay_renders_every_component(overlay: str) -> None:
     for queue in bus.QUEUES:
         expected.add(("Deployment", f"imagegen-{queue.replace('_', '-')}"))
     assert expected <= present, sorted(expected - present)
+    assert len(migrations_jobs(m)) == 1
     assert (("StatefulSet", "postgres") in present) == (overlay == "dev")
     assert {d["metadata"].get("namespace") for d in m.docs} == {"kiln"}
 
@@ -830,7 +846,7 @@ def _rename_config_map_reference(m: Manifests) -> None:
 
 
 def _rename_secret_key(m: Manifests) -> None:
-    container = m.get("Job", "migrations")["spec"]["template"]["spec"]["containers"][0]
+    container = migrations_jobs(m)[0]["spec"]["template"]["spec"]["containers"][0]
     container["env"][0]["valueFrom"]["secretKeyRef"]["key"] = "DATABASE_URI"
 
 
