@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs installed; only Draft7Validator is used
 import yaml
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "deploy" / "k8s" / "schemas"
