@@ -112,3 +112,54 @@ def test_restore_of_a_damaged_dump_changes_nothing(database_url: str, tmp_path: 
     assert "nothing was changed" in restore.stderr
     assert _rows(url, "tasks") == [(1, "after the backup"), (2, "after the backup")]
     assert _rows(url, "auth") == [(1, "auth-one"), (2, "b")]
+
+
+FAKE_AWS = """#!/bin/sh
+# Stands in for the AWS CLI: `aws s3 cp [--only-show-errors] SRC DST`, s3://B/K -> $FAKE_S3/B/K.
+[ "$1 $2" = "s3 cp" ] || exit 64
+shift 2
+[ "$1" = "--only-show-errors" ] && shift
+map() { case "$1" in s3://*) echo "$FAKE_S3/${1#s3://}";; *) echo "$1";; esac; }
+src=$(map "$1"); dst=$(map "$2")
+mkdir -p "$(dirname "$dst")" && cp "$src" "$dst"
+"""
+
+
+def test_offsite_copy_puts_the_latest_dump_and_gets_it_back(tmp_path: Path) -> None:
+    """With BACKUP_S3_URI set, `offsite.sh put` copies the dump BACKUP_DIR/latest names to
+    the bucket under its own name, and `offsite.sh get` fetches a named dump that is not on
+    the volume (the AWS CLI is replaced by a stand-in that maps s3:// to a folder)."""
+    bin_dir, volume, bucket = tmp_path / "bin", tmp_path / "volume", tmp_path / "s3"
+    bin_dir.mkdir()
+    volume.mkdir()
+    (bin_dir / "aws").write_text(FAKE_AWS)
+    (bin_dir / "aws").chmod(0o755)
+    (volume / "kiln-20260101T030000Z.dump").write_bytes(b"dump bytes")
+    (volume / "latest").write_text("kiln-20260101T030000Z.dump\n")
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_S3": str(bucket),
+        "BACKUP_DIR": str(volume),
+        "BACKUP_S3_URI": "s3://kiln-backups/prod/",
+    }
+    put = subprocess.run(
+        ["/bin/sh", str(SCRIPTS / "offsite.sh"), "put"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert put.returncode == 0, put.stderr
+    copied = bucket / "kiln-backups" / "prod" / "kiln-20260101T030000Z.dump"
+    assert copied.read_bytes() == b"dump bytes"
+
+    (volume / "kiln-20260101T030000Z.dump").unlink()
+    get = subprocess.run(
+        ["/bin/sh", str(SCRIPTS / "offsite.sh"), "get"],
+        env={**env, "BACKUP_FILE": "kiln-20260101T030000Z.dump"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert get.returncode == 0, get.stderr
+    assert (volume / "kiln-20260101T030000Z.dump").read_bytes() == b"dump bytes"
