@@ -17,7 +17,7 @@ import structlog
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kiln.common import bus, db, interceptors, jetstream, jwks, migrations, server, tls
+from kiln.common import bus, db, interceptors, jetstream, jwks, migrations, server, startup, tls
 from kiln.common.tokens import TokenVerifier
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from tasks import (
@@ -258,7 +258,8 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
 
 
 async def serve(config: TasksConfig) -> None:
-    """Runs the tasks service until SIGTERM."""
+    """Runs the tasks service until SIGTERM (after waiting for the schema, if it is old)."""
+    await startup.wait_for_schema(config, config, MIGRATIONS, SCHEMA, "tasks")
     app = await build(config)
     app.start_loops()
     await server.serve_until_stopped(app.host, [app.stop_loops, *app.closers])

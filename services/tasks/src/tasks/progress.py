@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kiln.common import bus, pull
 from kiln.imagegen.v1 import jobs_pb2
-from tasks import fold, model
+from tasks import fold, metrics, model
 
 log = structlog.get_logger("tasks.progress")
 
@@ -190,6 +190,7 @@ class AdvisoryConsumer(_PullLoop):
             )
             async with self._engine.begin() as conn:
                 outcome = await fold.apply(conn, [change])
+            metrics.MAX_DELIVERIES.inc()
             log.info(
                 "job_max_deliveries",
                 subtask_id=job.subtask_id,

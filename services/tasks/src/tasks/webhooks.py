@@ -34,7 +34,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tasks import model, store, validation
+from tasks import metrics, model, store, validation
 
 log = structlog.get_logger("tasks.webhooks")
 
@@ -214,6 +214,7 @@ class Sender:
                 "delay": delay,
             },
         )
+        metrics.WEBHOOK_ATTEMPTS.labels(outcome=state).inc()
         log.info(
             "webhook_attempted",
             delivery_id=str(row["id"]),
