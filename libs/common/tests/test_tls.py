@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from kiln.common import config, server, tls
+from kiln.common import config, server, startup, tls
 from kiln.common.config import ConfigError
 from kiln.common.settings import (
     GrpcClientTlsSettings,
@@ -254,3 +254,30 @@ def test_client_tls_settings_that_do_not_fit_together_name_the_missing_variable(
             NatsTlsSettings(nats_tls_cert_file=str(me.cert), nats_tls_key_file=str(me.key))
         )
     assert no_ca.value.variable == "NATS_TLS_CA_FILE"
+
+
+async def test_a_tls_service_waiting_for_its_schema_answers_probes_on_both_ports(
+    server_cert: CertFiles, ca: PrivateCa
+) -> None:
+    """While a TLS service waits for its schema, its gRPC port speaks TLS and its plaintext
+    health port answers the probes the same way: liveness SERVING, overall NOT_SERVING."""
+    settings = _settings(
+        GRPC_TLS_CERT_FILE=str(server_cert.cert),
+        GRPC_TLS_KEY_FILE=str(server_cert.key),
+        GRPC_HEALTH_PORT="0",
+    )
+    async with startup.health_only(settings, tls.server_credentials(settings)) as ports:
+        port, health_port = ports
+        assert health_port > 0
+        async with (
+            tls.channel(f"127.0.0.1:{port}", _client(ca)) as over_tls,
+            grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as probe,
+        ):
+            for channel in (over_tls, probe):
+                stub = health_pb2_grpc.HealthStub(channel)
+                overall = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert overall.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                liveness = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=server.LIVENESS_SERVICE), timeout=5
+                )
+                assert liveness.status == SERVING

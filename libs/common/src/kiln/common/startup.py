@@ -18,7 +18,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from kiln.common import db, migrations
+from kiln.common import db, migrations, tls
 from kiln.common.server import LIVENESS_SERVICE
 from kiln.common.settings import DatabaseSettings, ServerSettings
 
@@ -30,22 +30,49 @@ _LOG_EVERY_SECONDS = 30.0
 
 
 @contextlib.asynccontextmanager
-async def health_only(settings: ServerSettings) -> AsyncIterator[int]:
-    """Serves only the health service on the gRPC port while the body runs: liveness
-    SERVING, the server as a whole NOT_SERVING. Yields the bound port."""
-    server = grpc.aio.server()
+async def health_only(
+    settings: ServerSettings, credentials: grpc.ServerCredentials | None = None
+) -> AsyncIterator[tuple[int, int]]:
+    """Serves only the health service while the body runs: liveness SERVING, the server as a
+    whole NOT_SERVING, on the gRPC port (over TLS when `credentials` are given) and on the
+    plaintext health port when one is set (the probes of a TLS deployment call that one).
+    Yields the bound gRPC port and health port (-1 when there is none)."""
     servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    if port == 0:
-        raise OSError(f"could not bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
     await servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.start()
+    servers: list[grpc.aio.Server] = []
     try:
-        yield port
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        port = _serve_health(servicer, servers, address, credentials)
+        health_port = -1
+        if settings.grpc_health_port >= 0:
+            health_address = f"{settings.grpc_host}:{settings.grpc_health_port}"
+            health_port = _serve_health(servicer, servers, health_address, None)
+        for server in servers:
+            await server.start()
+        yield port, health_port
     finally:
-        await server.stop(0)
+        for server in servers:
+            await server.stop(0)
+
+
+def _serve_health(
+    servicer: health.aio.HealthServicer,
+    servers: list[grpc.aio.Server],
+    address: str,
+    credentials: grpc.ServerCredentials | None,
+) -> int:
+    # No SO_REUSEPORT: another process must not be able to share the port.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    servers.append(server)
+    if credentials is None:
+        port = int(server.add_insecure_port(address))
+    else:
+        port = int(server.add_secure_port(address, credentials))
+    if port == 0:
+        raise OSError(f"could not bind gRPC port {address}")
+    return port
 
 
 async def wait_for_schema(
@@ -61,7 +88,9 @@ async def wait_for_schema(
     NOT_SERVING health until then; logs `schema_not_current` at once and every 30 s.
 
     Only an outdated schema is waited for: an unreachable database still raises, as before.
+    The TLS files are checked first, so a bad one is reported before the database is asked.
     """
+    credentials = tls.server_credentials(settings)
     engine = db.create_engine(database, application_name=f"{service}-schema-check")
     try:
         try:
@@ -70,7 +99,7 @@ async def wait_for_schema(
             first_problem = str(exc)
         else:
             return
-        async with health_only(settings):
+        async with health_only(settings, credentials):
             problem: str | None = first_problem
             logged_at = -_LOG_EVERY_SECONDS
             while problem is not None:
