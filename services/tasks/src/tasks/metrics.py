@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from kiln.common import bus
 from tasks import system, watch
@@ -25,6 +25,13 @@ OUTBOX_LAG = Gauge(
     "kiln_tasks_outbox_lag_seconds",
     "Age of the oldest job of a queue still waiting for dispatch or delivery.",
     ["queue"],
+)
+
+EVENTS_REJECTED = Counter(
+    "kiln_tasks_events_rejected_total",
+    "Subtask events terminated because they can never fold, by reason: `undecodable` (not "
+    "a SubtaskEvent), `invalid` (fails the event checks), `unfoldable` (the fold refused it).",
+    ["reason"],
 )
 
 
