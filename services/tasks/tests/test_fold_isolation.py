@@ -23,7 +23,7 @@ def _rejected(reason: str) -> float:
 
 async def _consumer_settled(worker: h.FakeWorker) -> bool:
     info = await worker.js.consumer_info(bus.EVENTS_STREAM, bus.PROGRESS_CONSUMER)
-    return info.num_ack_pending == 0 and info.num_pending == 0
+    return bool(info.num_ack_pending == 0 and info.num_pending == 0)
 
 
 async def _succeeded(client: h.Client_, task_id: str) -> bool:

@@ -116,7 +116,7 @@ UPDATE tasks.webhook_deliveries SET attempts = :attempt, update_time = now(),
 WHERE id = CAST(:id AS uuid)
 """
 
-_UNFINISHED = "no outcome recorded (the sender stopped during the attempt)"
+UNFINISHED = "no outcome recorded (the sender stopped during the attempt)"
 """What an attempt row says until its outcome replaces it: if the process dies in
 between, the row stays, so a POST is never repeated without a record of the earlier one."""
 
@@ -215,7 +215,7 @@ class Sender:
         transaction, before any of them is sent."""
         async with self._engine.begin() as conn:
             await conn.execute(
-                text(_EXHAUSTED), {"error": _UNFINISHED, "max_attempts": self._max_attempts}
+                text(_EXHAUSTED), {"error": UNFINISHED, "max_attempts": self._max_attempts}
             )
             rows = (
                 (
@@ -230,7 +230,7 @@ class Sender:
             for row in rows:
                 number = int(row["attempts"]) + 1
                 ids = {"id": str(row["id"]), "attempt": number}
-                record_id = await conn.scalar(text(_START_ATTEMPT), {**ids, "error": _UNFINISHED})
+                record_id = await conn.scalar(text(_START_ATTEMPT), {**ids, "error": UNFINISHED})
                 await conn.execute(text(_LEASE), {**ids, "lease": self._lease})
                 attempts.append(Attempt(dict(row), number, int(record_id or 0)))
         return attempts
