@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kiln.common import bus
+from kiln.common.testing import NatsServer
 from kiln.imagegen.v1 import jobs_pb2
 from kiln.tasks.v1 import tasks_pb2
 from tasks import fold
@@ -115,3 +116,42 @@ async def test_event_the_database_refuses_is_terminated_alone(
     assert _rejected("unfoldable") == before + 1
     bad = await h.get_task(alice, bad_task.id)
     assert bad.succeeded_count == 0
+
+
+async def test_advisory_for_a_job_naming_no_subtask_is_dropped_alone(
+    server: h.Running, private_nats: NatsServer
+) -> None:
+    """A job that names no real subtask (subtask_id not a UUID) and exhausts its deliveries
+    makes an advisory that can never fail a subtask: it is counted (reason `advisory`),
+    the job is removed from the stream and the advisory is not redelivered, while another
+    task's exhausted job still fails its subtask with MAX_DELIVERIES."""
+    settings = bus.BusSettings(job_ack_wait=1.0, job_max_deliver=2)
+    worker = await h.FakeWorker.connect(private_nats.url, settings=settings)
+    before = _rejected("advisory")
+    try:
+        bogus = jobs_pb2.Job(subtask_id="not-a-uuid", task_id=str(uuid.uuid4()), attempt=1)
+        await worker.js.publish(bus.jobs_subject("standard"), bogus.SerializeToString())
+        alice = server.client("alice")
+        task = (await alice.tasks.CreateTask(h.create_request(values=("only",)))).task
+        for _ in range(2):
+            await worker.fetch_exactly(2, wait=5)  # never acknowledged
+        # A worker keeps pulling; the server notices the exhausted jobs on a later pull.
+        assert await worker.fetch(1, wait=2.5) == []
+
+        async def failed() -> bool:
+            got = await h.get_task(alice, task.id)
+            return got.state == tasks_pb2.TASK_STATE_FAILED
+
+        await h.wait_for(failed, within=15, what="task failed")
+
+        async def drained() -> bool:
+            jobs = await worker.js.stream_info(bus.JOBS_STREAM)
+            info = await worker.js.consumer_info(bus.ADVISORIES_STREAM, bus.ADVISORIES_CONSUMER)
+            return bool(jobs.state.messages == 0 and info.num_ack_pending == 0)
+
+        await h.wait_for(drained, within=15, what="both jobs removed, advisories done")
+        info = await worker.js.consumer_info(bus.ADVISORIES_STREAM, bus.ADVISORIES_CONSUMER)
+        assert info.num_redelivered == 0
+        assert _rejected("advisory") == before + 1
+    finally:
+        await worker.close()

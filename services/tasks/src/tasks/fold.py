@@ -61,12 +61,9 @@ def event_problem(event: jobs_pb2.SubtaskEvent) -> str | None:
     Checked before a batch is folded, so a malformed event is set aside on its own instead
     of failing the statement that carries its whole batch.
     """
-    try:
-        uuid.UUID(event.subtask_id)
-    except ValueError:
-        return "subtask_id is not a UUID"
-    if len(event.subtask_id) != _UUID_TEXT_LEN:
-        return "subtask_id is not a UUID in canonical form"
+    problem = subtask_id_problem(event.subtask_id)
+    if problem is not None:
+        return problem
     if event.attempt < 1:
         return "attempt must be at least 1"
     try:
@@ -75,6 +72,17 @@ def event_problem(event: jobs_pb2.SubtaskEvent) -> str | None:
         return "time is out of range"
     if any("\x00" in text for text in _texts(event)):
         return "a text field contains U+0000"
+    return None
+
+
+def subtask_id_problem(subtask_id: str) -> str | None:
+    """Why `subtask_id` cannot name a subtask row, or None."""
+    try:
+        uuid.UUID(subtask_id)
+    except ValueError:
+        return "subtask_id is not a UUID"
+    if len(subtask_id) != _UUID_TEXT_LEN:
+        return "subtask_id is not a UUID in canonical form"
     return None
 
 

@@ -29,8 +29,9 @@ OUTBOX_LAG = Gauge(
 
 EVENTS_REJECTED = Counter(
     "kiln_tasks_events_rejected_total",
-    "Subtask events terminated because they can never fold, by reason: `undecodable` (not "
-    "a SubtaskEvent), `invalid` (fails the event checks), `unfoldable` (the fold refused it).",
+    "Messages terminated because they can never fold, by reason: `undecodable` (not a "
+    "SubtaskEvent), `invalid` (fails the event checks), `unfoldable` (the fold refused "
+    "it), `advisory` (a max-deliveries advisory whose job names no subtask that can fail).",
     ["reason"],
 )
 

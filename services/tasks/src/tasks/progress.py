@@ -226,9 +226,25 @@ class AdvisoryConsumer(_PullLoop):
         self._max_deliver = max_deliver
 
     async def handle(self, messages: Sequence[Msg]) -> None:
-        """Handles each advisory on its own."""
-        for message in messages:
-            await self._handle_one(message)
+        """Handles each advisory on its own; one whose job can never fold is terminated
+        (logged and counted) and the others go on."""
+        for position, message in enumerate(messages):
+            try:
+                await self._handle_one(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not _blames_event(exc):
+                    # The database is failing: the rest comes back after a pause.
+                    log.warning("advisory_failed", error=type(exc).__name__)
+                    for rest in messages[position:]:
+                        with contextlib.suppress(Exception):
+                            await rest.nak(delay=1.0)
+                    await asyncio.sleep(0.5)
+                    return
+                metrics.EVENTS_REJECTED.labels(reason="advisory").inc()
+                log.warning("advisory_rejected", problem=type(exc).__name__)
+                await message.term()
 
     async def _handle_one(self, message: Msg) -> None:
         try:
@@ -280,4 +296,10 @@ class AdvisoryConsumer(_PullLoop):
         except Exception:
             log.warning("job_undecodable", stream_seq=sequence)
             return None
-        return job if job.subtask_id else None
+        problem = fold.subtask_id_problem(job.subtask_id)
+        if problem is not None or job.attempt < 1:
+            # Not one of ours: there is no subtask to fail, only the message to drop.
+            metrics.EVENTS_REJECTED.labels(reason="advisory").inc()
+            log.warning("advisory_rejected", stream_seq=sequence, problem=problem or "attempt")
+            return None
+        return job
