@@ -8,6 +8,8 @@ test (DNS is the third party here), which is how a rebinding name is played.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
 import socket
@@ -291,3 +293,40 @@ async def test_private_targets_refused_at_delivery(engine: AsyncEngine, receiver
         assert state["state"] == "failed"
         assert state["last_error"] == "refused: must not point at a loopback address"
     assert receiver.received == []
+
+
+async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers a request one header byte every 0.1 s, for ever (each read is quick, the
+    answer never ends)."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    with contextlib.suppress(ConnectionError):
+        while True:
+            writer.write(b"z")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+
+async def test_a_trickling_target_cannot_hold_the_round(
+    engine: AsyncEngine, receiver: Receiver
+) -> None:
+    """A target that answers a byte at a time (every read within the timeout, the answer
+    never done) gets a failed attempt ("timeout: ...") when the attempt's one deadline
+    passes, and the other delivery of the same round is delivered."""
+    slow = await asyncio.start_server(_trickle, "127.0.0.1", 0)
+    try:
+        port = slow.sockets[0].getsockname()[1]
+        slow_id, other_id = await _deliveries(
+            engine, [f"http://127.0.0.1:{port}/hook", receiver.url()]
+        )
+        sender = _sender(engine, timeout=1.0)
+        try:
+            assert await asyncio.wait_for(sender.send_due(), timeout=10) == 2
+        finally:
+            await sender.close()
+    finally:
+        slow.close()
+    state = await _state(engine, slow_id)
+    assert state["state"] == "pending"
+    assert state["attempts_recorded"] == [(None, "timeout: no answer within 1 s")]
+    assert (await _state(engine, other_id))["state"] == "delivered"

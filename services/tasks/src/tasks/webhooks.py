@@ -168,6 +168,7 @@ class Sender:
         self._poll = poll
         self._resolve = resolver
         # Past the lease an unfinished attempt (its process died) is tried again.
+        self._timeout = timeout
         self._lease = 3 * timeout + 10
         self._wake = asyncio.Event()
         # No pooled connections: a connection opened for one host name (TLS verified for
@@ -238,7 +239,15 @@ class Sender:
     async def _deliver(self, attempt: Attempt) -> None:
         started = time.perf_counter()
         try:
-            result = await self._post(attempt.row)
+            # One deadline for the whole attempt: httpx times each read on its own, so a
+            # target that trickles its answer a byte at a time would otherwise hold the
+            # round, and every other delivery in it, for as long as it likes.
+            async with asyncio.timeout(self._timeout):
+                result = await self._post(attempt.row)
+        except TimeoutError:
+            result = Result(
+                error=f"timeout: no answer within {self._timeout:g} s", duration_ms=_ms(started)
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
