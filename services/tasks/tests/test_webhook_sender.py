@@ -202,12 +202,13 @@ async def test_attempt_cut_short_stays_recorded_and_is_retried(
 async def test_post_goes_to_the_checked_address_with_the_original_host(
     engine: AsyncEngine, receiver: Receiver
 ) -> None:
-    """The name is looked up once per attempt and the POST connects to the address that
-    was checked, sending the URL's own Host header: `hook.test` (which no real DNS
+    """The name is looked up once per attempt and the POST connects only to addresses that
+    lookup gave and the check passed, in order (127.0.0.2 refuses the connection, so
+    127.0.0.1 is next), sending the URL's own Host header: `hook.test` (which no real DNS
     resolves) reaches the loopback receiver although a second lookup would now answer a
     different address (DNS rebinding)."""
     [delivery_id] = await _deliveries(engine, [receiver.url("hook.test")])
-    answers = Answers(["127.0.0.1"], ["192.0.2.1"])
+    answers = Answers(["127.0.0.2", "127.0.0.1"], ["192.0.2.1"])
     sender = _sender(engine, resolver=answers)
     try:
         assert await sender.send_due() == 1

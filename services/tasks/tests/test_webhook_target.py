@@ -129,7 +129,7 @@ async def test_every_resolved_address_is_checked() -> None:
     target = webhook_target.parse("https://hook.example/x")
     answers = _Answers(["93.184.216.34", "127.0.0.1"])
     with pytest.raises(webhook_target.Refused, match="loopback"):
-        await webhook_target.checked_address(target, answers, allow_private=False)
+        await webhook_target.checked_addresses(target, answers, allow_private=False)
 
 
 async def test_failed_lookup_is_a_lookup_failure() -> None:
@@ -137,7 +137,7 @@ async def test_failed_lookup_is_a_lookup_failure() -> None:
     target = webhook_target.parse("https://hook.example/x")
     answers = _Answers(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
     with pytest.raises(webhook_target.LookupFailed, match="gaierror"):
-        await webhook_target.checked_address(target, answers, allow_private=False)
+        await webhook_target.checked_addresses(target, answers, allow_private=False)
 
 
 async def test_localhost_names_refused_before_lookup() -> None:
@@ -145,11 +145,11 @@ async def test_localhost_names_refused_before_lookup() -> None:
     target = webhook_target.parse("http://api.localhost./x")
     answers = _Answers(["93.184.216.34"])
     with pytest.raises(webhook_target.Refused, match="localhost"):
-        await webhook_target.checked_address(target, answers, allow_private=False)
+        await webhook_target.checked_addresses(target, answers, allow_private=False)
     assert answers.calls == 0
-    assert await webhook_target.checked_address(target, answers, allow_private=True) == (
+    assert await webhook_target.checked_addresses(target, answers, allow_private=True) == [
         ipaddress.ip_address("93.184.216.34")
-    )
+    ]
 
 
 def test_pinned_url_keeps_everything_but_the_host() -> None:

@@ -5,11 +5,11 @@ at send time is refused at CreateTask instead. A host name must also be a DNS na
 ASCII (IDNA) form: labels of 1 to 63 letters, digits, `-` or `_`, at most 253 characters in
 all, and every `xn--` label a valid A-label.
 
-At delivery time the sender resolves the name once (`checked_address`), refuses the target
+At delivery time the sender resolves the name once (`checked_addresses`), refuses the target
 if any address is not public (an IPv6 address that carries an IPv4 one, such as
 `::ffff:127.0.0.1`, `64:ff9b::7f00:1`, `2002:7f00:1::` or `::7f00:1`, is judged as that IPv4
-address) and connects to the address it checked, so a second lookup cannot lead elsewhere
-(DNS rebinding). A failed lookup is a failed attempt.
+address) and connects only to addresses it checked, so a second lookup cannot lead
+elsewhere (DNS rebinding). A failed lookup is a failed attempt.
 """
 
 from __future__ import annotations
@@ -201,15 +201,18 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
-async def checked_address(target: Target, resolve: Resolver, *, allow_private: bool) -> IPAddress:
-    """The one address to connect to: the literal, or the first of one lookup, after
-    every address of that lookup passed the check. Raises LookupFailed or Refused."""
+async def checked_addresses(
+    target: Target, resolve: Resolver, *, allow_private: bool
+) -> list[IPAddress]:
+    """The addresses the sender may connect to, in the resolver's order: the literal, or
+    every address of one lookup once each of them passed the check. Raises LookupFailed
+    or Refused."""
     if not allow_private:
         refusal = host_refusal(target)
         if refusal is not None:
             raise Refused(refusal)
     if target.literal is not None:
-        return target.literal
+        return [target.literal]
     try:
         addresses = await resolve(target.host, target.port)
     except (OSError, UnicodeError, ValueError) as exc:
@@ -221,7 +224,7 @@ async def checked_address(target: Target, resolve: Resolver, *, allow_private: b
             refusal = address_refusal(address)
             if refusal is not None:
                 raise Refused(refusal)
-    return addresses[0]
+    return addresses
 
 
 def pinned_url(target: Target, address: IPAddress) -> httpx.URL:

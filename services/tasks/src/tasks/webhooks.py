@@ -269,7 +269,7 @@ class Sender:
         started = time.perf_counter()
         try:
             target = webhook_target.parse(row["webhook_url"] or "")
-            address = await webhook_target.checked_address(
+            addresses = await webhook_target.checked_addresses(
                 target, self._resolve, allow_private=self._allow_private
             )
         except webhook_target.LookupFailed as exc:
@@ -289,18 +289,24 @@ class Sender:
             "Kiln-Webhook-Timestamp": timestamp,
             "Kiln-Webhook-Signature": sign(row["webhook_secret"] or "", timestamp, body),
         }
-        # Connect to the checked address; TLS still sends and verifies the URL's name.
+        # Connect to a checked address; TLS still sends and verifies the URL's name.
         extensions = {"sni_hostname": target.host} if target.literal is None else {}
-        try:
-            response = await self._client.post(
-                webhook_target.pinned_url(target, address),
-                content=body.encode(),
-                headers=headers,
-                extensions=extensions,
-            )
-        except httpx.HTTPError as exc:
-            return Result(error=type(exc).__name__, duration_ms=_ms(started))
-        return Result(status=response.status_code, duration_ms=_ms(started))
+        error = "no address"
+        for address in addresses:
+            try:
+                response = await self._client.post(
+                    webhook_target.pinned_url(target, address),
+                    content=body.encode(),
+                    headers=headers,
+                    extensions=extensions,
+                )
+            except httpx.ConnectError:
+                error = "ConnectError"
+                continue  # nothing was sent: the next checked address may answer
+            except httpx.HTTPError as exc:
+                return Result(error=type(exc).__name__, duration_ms=_ms(started))
+            return Result(status=response.status_code, duration_ms=_ms(started))
+        return Result(error=error, duration_ms=_ms(started))
 
     async def _record(self, attempt: Attempt, result: Result) -> None:
         row, number = attempt.row, attempt.number
