@@ -128,7 +128,7 @@ def _ip_literal(host: str) -> IPAddress | None:
     # `2130706433`; judge them as the address they reach.
     try:
         return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         return None
 
 
