@@ -18,6 +18,7 @@ UNSENDABLE = [
     ("http://a..b.example/", "not a valid DNS name"),
     ("http://a%41.example/", "not a valid DNS name"),
     ("http://[::1/", "is not a valid URL"),
+    ("http://127.0.0.1\x00.example/", "is not a valid URL"),
     ("http://example.com:99999/", "has an invalid port"),
     ("ftp://example.com/", "must be an absolute http or https URL"),
     ("http:///hook", "must have a host"),
