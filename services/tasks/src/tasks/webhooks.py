@@ -147,6 +147,8 @@ class Sender:
     Each claimed delivery is recorded as an attempt (and leased) before anything is sent,
     then sent and its outcome recorded on its own: any error of one delivery, in its URL,
     its lookup, its POST or its record, is a failed attempt of that delivery alone.
+    `resolver` looks names up and `verify` is the TLS trust; both default to the system's
+    (tests answer lookups themselves and trust their own CA).
     """
 
     def __init__(
@@ -167,8 +169,8 @@ class Sender:
         self._backoff = backoff
         self._poll = poll
         self._resolve = resolver
-        # Past the lease an unfinished attempt (its process died) is tried again.
         self._timeout = timeout
+        # Past the lease an unfinished attempt (its process died) is tried again.
         self._lease = 3 * timeout + 10
         self._wake = asyncio.Event()
         # No pooled connections: a connection opened for one host name (TLS verified for
