@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -9,15 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from kiln.common import config, server
+from kiln.common.settings import ServerSettings
+from kiln.common.testing.certs import PrivateCa
 from kiln.common.testing.stack import KilnStack
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- grpcurl-recipes:start -->", "<!-- grpcurl-recipes:end -->"
+TLS_START, TLS_END = "<!-- grpcurl-tls:start -->", "<!-- grpcurl-tls:end -->"
 
 
-def recipes() -> str:
+def recipes(start: str = START, end: str = END) -> str:
     """The shell block between the README's markers."""
-    block = (ROOT / "README.md").read_text().split(START, 1)[1].split(END, 1)[0]
+    block = (ROOT / "README.md").read_text().split(start, 1)[1].split(end, 1)[0]
     return block.split("```sh\n", 1)[1].rsplit("```", 1)[0]
 
 
@@ -56,3 +61,49 @@ def test_recipes_block_is_present() -> None:
     """The README keeps its recipe block between the markers, starting with the targets."""
     block = recipes()
     assert block.startswith("export AUTH=")
+
+
+async def test_readme_grpcurl_tls_recipes_run(tmp_path: Path) -> None:
+    """The README's TLS block works as written against a server requiring mTLS: reflection
+    and health over TLS with -cacert/-cert/-key, and health in plaintext on the health port."""
+    ca = PrivateCa(tmp_path / "ca")
+    cert, me = ca.server("tasks"), ca.client("me")
+    environ = {
+        "GRPC_HOST": "127.0.0.1", "GRPC_PORT": "0", "METRICS_PORT": "-1",
+        "GRPC_HEALTH_PORT": "0", "GRPC_TLS_CERT_FILE": str(cert.cert),
+        "GRPC_TLS_KEY_FILE": str(cert.key), "GRPC_TLS_CLIENT_CA_FILE": str(ca.cert_file),
+    }  # fmt: skip
+    host = server.ServiceHost(config.load(ServerSettings, environ=environ, env_file=None), [])
+    await host.start()
+    try:
+        script = re.sub(
+            r"^export TASKS=\S+ HEALTH=\S+",
+            f"export TASKS=localhost:{host.port} HEALTH=127.0.0.1:{host.health_port}",
+            recipes(TLS_START, TLS_END),
+            count=1,
+            flags=re.MULTILINE,
+        )
+        script = re.sub(
+            r"^CA=\S+ CERT=\S+ KEY=\S+",
+            f"CA={ca.cert_file} CERT={me.cert} KEY={me.key}",
+            script,
+            count=1,
+            flags=re.MULTILINE,
+        )
+        script = script.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+        result = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", "-euo", "pipefail", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+    finally:
+        await host.server.stop(0)
+        if host.health_server is not None:
+            await host.health_server.stop(0)
+    assert result.returncode == 0, result.stderr
+    assert "grpc.health.v1.Health" in result.stdout
+    assert result.stdout.count('"status": "SERVING"') == 2

@@ -18,6 +18,7 @@ import base64
 import copy
 import dataclasses
 import functools
+import json
 import re
 import subprocess
 import sys
@@ -30,14 +31,18 @@ from urllib.parse import urlsplit
 # scripts/config_table.py (on pytest's pythonpath): every setting the services read. mypy's
 # mypy_path does not list scripts/, so a run on this file alone cannot see it.
 import config_table  # type: ignore[import-not-found,unused-ignore]
+import crd_validate  # type: ignore[import-not-found,unused-ignore]
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
-from kiln.common import bus
+import imagegen.metrics
+import tasks.metrics
+from kiln.common import bus, metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS_DIR = ROOT / "deploy" / "k8s" / "overlays"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "prod-all-options")
 KUBECTL = Path(sys.executable).parent / "kubectl"
 
 # Image repository -> the Kiln service whose settings its containers read.
@@ -57,7 +62,25 @@ PREEXISTING_SECRETS: dict[str, dict[str, frozenset[str]]] = {
         "kiln-database": frozenset({"DATABASE_URL"}),
         "kiln-auth-signing-keys": frozenset({"signing-key.pem"}),
     },
+    # components/pgbouncer/kustomization.yaml documents the two it adds.
+    "prod-all-options": {
+        "kiln-database": frozenset({"DATABASE_URL"}),
+        "kiln-auth-signing-keys": frozenset({"signing-key.pem"}),
+        "kiln-database-pooled": frozenset({"DATABASE_URL"}),
+        "kiln-pgbouncer": frozenset({"databases.ini", "userlist.txt"}),
+    },
 }
+
+CERT_MANAGER_KEYS = ("tls.crt", "tls.key", "ca.crt")
+TLS_FILE_SETTINGS = (
+    "GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE", "GRPC_TLS_CLIENT_CA_FILE", "GRPC_CLIENT_CA_FILE",
+    "GRPC_CLIENT_CERT_FILE", "GRPC_CLIENT_KEY_FILE", "NATS_TLS_CA_FILE", "NATS_TLS_CERT_FILE",
+    "NATS_TLS_KEY_FILE",
+)  # fmt: skip
+# Connections the overlay's PostgreSQL accepts from Kiln (deploy/k8s/README.md, "Connection
+# budget"): dev's in-cluster server allows 100; prod's managed one must allow 200.
+CONNECTION_BUDGET = {"dev": 100, "prod": 200, "prod-all-options": 200}
+BACKUP_SCRIPTS = ROOT / "deploy" / "k8s" / "base" / "scripts"
 
 POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
@@ -129,6 +152,9 @@ class Manifests:
             }
             values.update(doc.get("stringData", {}))
             found[doc["metadata"]["name"]] = values
+        # cert-manager writes each Certificate's Secret: the chain, its key and the CA.
+        for doc in self.of_kind("Certificate"):
+            found[doc["spec"]["secretName"]] = dict.fromkeys(CERT_MANAGER_KEYS)
         return found
 
     def env(self, container: Doc) -> dict[str, str | None]:
@@ -227,6 +253,15 @@ def setting_default(variable: str) -> float:
     return float(config_table.rows()[variable][0])
 
 
+def migrations_jobs(m: Manifests) -> list[Doc]:
+    """The migrations Jobs (their name carries the release, so they are found by label)."""
+    return [
+        d
+        for d in m.of_kind("Job")
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "migrations"
+    ]
+
+
 def load(overlay: str) -> Manifests:
     """A fresh, mutable copy of one rendered overlay."""
     return Manifests(
@@ -239,7 +274,8 @@ def load(overlay: str) -> Manifests:
 
 
 def check_probes(m: Manifests) -> list[str]:
-    """Probe ports are ports of their container; Kiln containers probe gRPC on GRPC_PORT."""
+    """Probe ports are ports of their container; Kiln containers probe gRPC on GRPC_PORT, or
+    on GRPC_HEALTH_PORT (the plaintext health server) when it is set."""
     problems = []
     for w in m.workloads():
         for c in w.containers():
@@ -266,12 +302,14 @@ def check_probes(m: Manifests) -> list[str]:
                     f"{w.ref} container {c['name']}: GRPC_PORT {configured} != "
                     f"grpc port {grpc_port}"
                 )
+            health_port = m.env(c).get("GRPC_HEALTH_PORT")
+            probed = int(health_port) if health_port and int(health_port) > 0 else grpc_port
             for probe_name in ("readinessProbe", "livenessProbe"):
                 probe = c.get(probe_name, {})
-                if probe.get("grpc", {}).get("port") != grpc_port:
+                if probe.get("grpc", {}).get("port") != probed:
                     problems.append(
                         f"{w.ref} container {c['name']}: {probe_name} is not a gRPC probe on "
-                        f"port {grpc_port}"
+                        f"port {probed}"
                     )
     return problems
 
@@ -574,6 +612,32 @@ def check_paths(m: Manifests) -> list[str]:
     return problems
 
 
+def check_tls_files(m: Manifests) -> list[str]:
+    """Every TLS file a Kiln container is given is a key of a Secret mounted at that path."""
+    problems = []
+    secrets = m.secrets()
+    for w in m.workloads():
+        volumes = {v["name"]: v for v in w.pod.get("volumes", [])}
+        for c in w.containers():
+            if kiln_service(c) is None:
+                continue
+            env = m.env(c)
+            for variable in (v for v in TLS_FILE_SETTINGS if env.get(v)):
+                path = PurePosixPath(str(env[variable]))
+                mount = next(
+                    (
+                        v
+                        for v in c.get("volumeMounts", [])
+                        if path.parent.as_posix() == v["mountPath"]
+                    ),
+                    None,
+                )
+                source = volumes.get(mount["name"], {}).get("secret") if mount else None
+                if source is None or path.name not in secrets.get(source["secretName"], {}):
+                    problems.append(f"{w.ref}: {variable} {path} is no key of a mounted Secret")
+    return problems
+
+
 def check_nats(m: Manifests) -> list[str]:
     """The NATS config each StatefulSet mounts listens on its container ports, names each
     server after its pod, and, when there is more than one replica, routes to exactly the
@@ -682,6 +746,217 @@ def _kiln_pod_shape(w: Workload, c: Doc) -> list[str]:
 # ---------------------------------------------------------------- tests on the real renders
 
 
+def check_migrations(m: Manifests) -> list[str]:
+    """One migrations Job, named migrations-<the tag of the images it runs> so each release
+    gets its own Job, and an Argo CD Sync hook recreated on each sync."""
+    jobs = migrations_jobs(m)
+    if len(jobs) != 1:
+        return [f"{len(jobs)} migrations Jobs, not 1"]
+    job = jobs[0]
+    name = job["metadata"]["name"]
+    spec = job["spec"]["template"]["spec"]
+    tags = {
+        c["image"].rpartition(":")[2]
+        for c in [*spec.get("initContainers", []), *spec["containers"]]
+    }
+    problems = []
+    if len(tags) != 1 or name != f"migrations-{next(iter(tags))}":
+        problems.append(f"Job/{name}: the name does not carry the image tag {sorted(tags)}")
+    annotations = job["metadata"].get("annotations", {})
+    if annotations.get("argocd.argoproj.io/hook") != "Sync" or (
+        annotations.get("argocd.argoproj.io/hook-delete-policy") != "BeforeHookCreation"
+    ):
+        problems.append(f"Job/{name}: not an Argo CD Sync hook recreated on each sync")
+    return problems
+
+
+def check_schema_wait(m: Manifests) -> list[str]:
+    """auth and tasks, which wait NOT_SERVING for their schema, have a startup probe on the
+    liveness service (SERVING while waiting), so Kubernetes does not restart them."""
+    problems = []
+    for w in m.workloads():
+        for c in w.pod["containers"]:
+            if kiln_service(c) not in ("auth", "tasks") or "migrate" in c.get("args", []):
+                continue
+            probe = c.get("startupProbe", {}).get("grpc", {})
+            if probe.get("service") != "liveness":
+                problems.append(f"{w.ref}: startupProbe does not probe the liveness service")
+    return problems
+
+
+def _pool_of(m: Manifests, container: Doc) -> int:
+    env = m.env(container)
+    return sum(int(env.get(v) or setting_default(v)) for v in ("DB_POOL_SIZE", "DB_MAX_OVERFLOW"))
+
+
+def _most_pods(m: Manifests, deployment: Doc) -> int:
+    """The most pods a Deployment runs: HPA maximum (or replicas) plus the rolling surge."""
+    name = deployment["metadata"]["name"]
+    hpas = [
+        h
+        for h in m.of_kind("HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == name
+    ]
+    most = hpas[0]["spec"]["maxReplicas"] if hpas else deployment["spec"].get("replicas", 1)
+    surge = deployment["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", 1)
+    return int(most) + int(surge)
+
+
+def connections(m: Manifests) -> dict[str, int]:
+    """PostgreSQL connections at the HPA maxima, by source: each Kiln Deployment with a
+    direct DATABASE_URL (pods x pool size + overflow), PgBouncer (pods x default_pool_size)
+    and one each for the migrations and backup Jobs."""
+    used: dict[str, int] = {}
+    for deployment in m.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        for c in deployment["spec"]["template"]["spec"]["containers"]:
+            database = next((v for v in c.get("env", []) if v["name"] == "DATABASE_URL"), None)
+            if database is None:
+                continue
+            secret = database["valueFrom"]["secretKeyRef"]["name"]
+            if not secret.startswith("kiln-database-pooled"):
+                used[name] = _most_pods(m, deployment) * _pool_of(m, c)
+        if name == "pgbouncer":
+            ini = next(v for k, v in m.config_maps().items() if k.startswith("pgbouncer-config"))
+            size = re.search(r"^default_pool_size = (\d+)$", ini["pgbouncer.ini"], re.MULTILINE)
+            assert size is not None
+            used[name] = _most_pods(m, deployment) * int(size.group(1))
+    used["migrations and backup jobs"] = 2
+    return used
+
+
+def check_connection_budget(m: Manifests, budget: int) -> list[str]:
+    """At the HPA maxima (plus rolling surge), Kiln opens at most `budget` connections."""
+    used = connections(m)
+    total = sum(used.values())
+    return [f"{total} PostgreSQL connections > budget {budget}: {used}"] if total > budget else []
+
+
+def check_database_reachable(m: Manifests) -> list[str]:
+    """Every pod given DATABASE_URL may open a connection to an in-cluster PostgreSQL (dev):
+    the postgres NetworkPolicy admits it."""
+    policies = [p for p in m.of_kind("NetworkPolicy") if p["metadata"]["name"] == "postgres"]
+    if not policies:
+        return []
+    peers = [
+        peer for rule in policies[0]["spec"].get("ingress", []) for peer in rule.get("from", [])
+    ]
+    problems = []
+    for w in m.workloads():
+        if w.labels.get("app.kubernetes.io/name") == "postgres":
+            continue
+        if any("DATABASE_URL" in m.env(c) for c in w.containers()) and not any(
+            "podSelector" in p and selector_matches(p["podSelector"], w.labels) for p in peers
+        ):
+            problems.append(f"{w.ref}: reads DATABASE_URL but NetworkPolicy/postgres refuses it")
+    return problems
+
+
+def check_backup_scripts(m: Manifests) -> list[str]:
+    """The backup and restore CronJobs run scripts from ConfigMap kiln-backup-scripts, which
+    holds exactly the files in deploy/k8s/base/scripts (the ones the tests run)."""
+    problems = []
+    data = next(v for k, v in m.config_maps().items() if k.startswith("kiln-backup-scripts"))
+    files = {p.name: p.read_text() for p in BACKUP_SCRIPTS.glob("*.sh")}
+    if data != files:
+        problems.append(f"kiln-backup-scripts holds {sorted(data)}, not the files {sorted(files)}")
+    for name in ("kiln-backup", "kiln-restore"):
+        job = m.get("CronJob", name)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        mounted = {v["name"]: v for v in job["volumes"]}
+        for c in [*job.get("initContainers", []), *job["containers"]]:
+            script = PurePosixPath(
+                c["command"][-1] if c["command"][-1].endswith(".sh") else c["command"][1]
+            )
+            mount = next(
+                (v for v in c["volumeMounts"] if str(script).startswith(v["mountPath"] + "/")), None
+            )
+            volume = mounted.get(mount["name"]) if mount else None
+            if (
+                volume is None
+                or not volume.get("configMap", {}).get("name", "").startswith("kiln-backup-scripts")
+                or script.name not in files
+            ):
+                problems.append(f"CronJob/{name} container {c['name']}: {script} is no repo script")
+    return problems
+
+
+def check_nats_lame_duck(m: Manifests) -> list[str]:
+    """NATS enters lame-duck mode before SIGTERM (preStop), and its lame_duck_duration plus
+    grace period fit in terminationGracePeriodSeconds."""
+    nats = m.get("StatefulSet", "nats")
+    pod = nats["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "nats")
+    problems = []
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+    if command != ["nats-server", "--signal", "ldm=1"]:
+        problems.append(f"StatefulSet/nats: preStop {command} does not signal lame-duck mode")
+    conf = next(v for k, v in m.config_maps().items() if k.startswith("nats-config"))["nats.conf"]
+    seconds = [
+        float(match.group(1)) if match else 120.0  # nats-server's default duration
+        for match in (
+            re.search(rf'^{key}: "(\d+)s"', conf, re.MULTILINE)
+            for key in ("lame_duck_duration", "lame_duck_grace_period")
+        )
+    ]
+    if sum(seconds) >= pod.get("terminationGracePeriodSeconds", 30):
+        problems.append(f"nats.conf: lame duck takes {sum(seconds)} s, longer than the pod may")
+    return problems
+
+
+def check_monitoring(m: Manifests) -> list[str]:
+    """The PodMonitor (when the monitoring component is in) selects every Kiln pod, each of
+    which names its metrics port `metrics` (METRICS_PORT)."""
+    problems = []
+    monitors = m.of_kind("PodMonitor")
+    for w in m.workloads():
+        for c in w.pod["containers"]:
+            if kiln_service(c) is None or "migrate" in c.get("args", []):
+                continue
+            if port_named(c, "metrics") != METRICS_PORT:
+                problems.append(f"{w.ref}: no container port `metrics` {METRICS_PORT}")
+            for monitor in monitors:
+                ports = {e.get("port") for e in monitor["spec"]["podMetricsEndpoints"]}
+                if (
+                    not selector_matches(monitor["spec"]["selector"], w.labels)
+                    or "metrics" not in ports
+                ):
+                    problems.append(f"{w.ref}: PodMonitor/{monitor['metadata']['name']} misses it")
+    return problems
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name the Kiln processes can export (with _total, _bucket... suffixes)."""
+    assert tasks.metrics and imagegen.metrics and metrics  # registered on import
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    names = set()
+    for family in REGISTRY.collect():
+        names.add(family.name)
+        names.update(family.name + s for s in suffixes.get(family.type, ()))
+    return names
+
+
+def check_queries(m: Manifests) -> list[str]:
+    """Alert rules and dashboard panels query only metrics the code exports."""
+    queries: list[tuple[str, str]] = []
+    for rule_set in m.of_kind("PrometheusRule"):
+        for group in rule_set["spec"]["groups"]:
+            queries += [(r.get("alert") or r["record"], str(r["expr"])) for r in group["rules"]]
+    for name, data in m.config_maps().items():
+        for key, text in data.items():
+            if key.endswith(".json") and name.startswith("kiln-dashboard"):
+                for panel in json.loads(text)["panels"]:
+                    queries += [(panel["title"], t["expr"]) for t in panel["targets"]]
+    known = exported_metric_names()
+    # Label lists (`by (kiln_dev_queue)`) name labels, not metrics.
+    grouping = r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"
+    return [
+        f"{where}: {metric} is not a metric Kiln exports"
+        for where, expr in queries
+        for metric in re.findall(r"\bkiln_[a-z_]+\b", re.sub(grouping, "", expr))
+        if metric not in known
+    ]
+
+
 def assert_clean(problems: list[str]) -> None:
     """Fails listing every problem, one per line."""
     assert not problems, "\n" + "\n".join(problems)
@@ -689,7 +964,7 @@ def assert_clean(problems: list[str]) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_every_component(overlay: str) -> None:
-    """Each overlay renders auth, tasks, one worker Deployment per queue, NATS, the migrations
+    """Each overlay renders auth, tasks, one worker Deployment per queue, NATS, one migrations
     Job, HPAs for auth and tasks, and PodDisruptionBudgets; only dev has PostgreSQL."""
     m = load(overlay)
     present = {(d["kind"], d["metadata"]["name"]) for d in m.docs}
@@ -699,7 +974,6 @@ def test_overlay_renders_every_component(overlay: str) -> None:
         ("StatefulSet", "nats"),
         ("Service", "nats"),
         ("Service", "nats-headless"),
-        ("Job", "migrations"),
         ("HorizontalPodAutoscaler", "auth"),
         ("HorizontalPodAutoscaler", "tasks"),
         ("PodDisruptionBudget", "auth"),
@@ -710,6 +984,7 @@ def test_overlay_renders_every_component(overlay: str) -> None:
     for queue in bus.QUEUES:
         expected.add(("Deployment", f"imagegen-{queue.replace('_', '-')}"))
     assert expected <= present, sorted(expected - present)
+    assert len(migrations_jobs(m)) == 1
     assert (("StatefulSet", "postgres") in present) == (overlay == "dev")
     assert {d["metadata"].get("namespace") for d in m.docs} == {"kiln"}
 
@@ -717,7 +992,7 @@ def test_overlay_renders_every_component(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_probe_ports_are_container_ports(overlay: str) -> None:
     """Every probe targets a port its container declares; Kiln services probe gRPC health on
-    the port GRPC_PORT configures."""
+    the port GRPC_PORT configures, or on GRPC_HEALTH_PORT when the server is TLS only."""
     assert_clean(check_probes(load(overlay)))
 
 
@@ -773,6 +1048,13 @@ def test_key_paths_are_mounted(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tls_files_are_mounted(overlay: str) -> None:
+    """Every certificate, key and CA file a Kiln container is configured with is a key of a
+    Secret mounted at that path (in prod, the Secrets cert-manager writes)."""
+    assert_clean(check_tls_files(load(overlay)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_nats_config_matches_its_statefulset(overlay: str) -> None:
     """nats.conf uses the declared ports and, clustered, routes to every replica."""
     assert_clean(check_nats(load(overlay)))
@@ -794,6 +1076,171 @@ def test_prod_signs_with_mounted_keys_and_dev_generates_one() -> None:
     dev_env = dev.env(dev.get("Deployment", "auth")["spec"]["template"]["spec"]["containers"][0])
     assert dev_env["AUTH_GENERATE_KEY"] == "true"
     assert dev.get("HorizontalPodAutoscaler", "auth")["spec"]["maxReplicas"] == 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_migrations_job_is_named_after_its_release(overlay: str) -> None:
+    """The migrations Job's name carries its images' tag, so applying a new release creates
+    a new Job instead of failing on the old one's immutable template; Argo CD runs it as a
+    Sync hook."""
+    assert_clean(check_migrations(load(overlay)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_waiting_for_their_schema_are_not_restarted(overlay: str) -> None:
+    """auth and tasks probe the liveness service at startup, which is SERVING while they
+    wait NOT_SERVING for the migrations."""
+    assert_clean(check_schema_wait(load(overlay)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_connections_fit_the_budget(overlay: str) -> None:
+    """At the HPA maxima plus rolling surge, the pools (or PgBouncer's) open no more
+    PostgreSQL connections than the overlay's documented budget."""
+    assert_clean(check_connection_budget(load(overlay), CONNECTION_BUDGET[overlay]))
+
+
+def test_prod_without_settings_would_exceed_the_budget() -> None:
+    """The budget check counts what the code's default pool settings would open (24 pods x
+    20 connections in prod), so it is not vacuous."""
+    m = load("prod")
+    for name in ("auth", "tasks"):
+        for source in m.get("Deployment", name)["spec"]["template"]["spec"]["containers"][0][
+            "envFrom"
+        ]:
+            ref = source["configMapRef"]["name"]
+            if ref.startswith(f"{name}-"):
+                data = m.get("ConfigMap", ref)["data"]
+                data.pop("DB_POOL_SIZE"), data.pop("DB_MAX_OVERFLOW")
+    assert check_connection_budget(m, CONNECTION_BUDGET["prod"])
+    assert connections(m)["auth"] == 13 * 20
+
+
+def test_pgbouncer_takes_the_services_but_not_migrations_or_backups() -> None:
+    """With components/pgbouncer, auth and tasks read the pooled URL; the migrations Job and
+    the backup/restore jobs keep the direct one."""
+    m = load("prod-all-options")
+    for w in m.workloads():
+        for c in w.containers():
+            source = next(
+                (
+                    v["valueFrom"]["secretKeyRef"]["name"]
+                    for v in c.get("env", [])
+                    if v["name"] == "DATABASE_URL"
+                ),
+                None,
+            )
+            if source is None:
+                continue
+            pooled = w.labels.get("app.kubernetes.io/name") in ("auth", "tasks")
+            assert source == ("kiln-database-pooled" if pooled else "kiln-database"), w.ref
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_database_client_may_reach_postgres(overlay: str) -> None:
+    """In dev, the in-cluster PostgreSQL's NetworkPolicy admits every pod that is given
+    DATABASE_URL, the backup and restore jobs included."""
+    assert_clean(check_database_reachable(load(overlay)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_backup_jobs_run_the_scripts_in_the_repository(overlay: str) -> None:
+    """The CronJobs run deploy/k8s/base/scripts/*.sh byte for byte (through the generated
+    ConfigMap), the files tests/test_backup_scripts.py runs against PostgreSQL."""
+    assert_clean(check_backup_scripts(load(overlay)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_enters_lame_duck_mode_on_shutdown(overlay: str) -> None:
+    """NATS signals lame-duck mode in preStop, with a duration that fits the grace period."""
+    assert_clean(check_nats_lame_duck(load(overlay)))
+
+
+@pytest.mark.parametrize(
+    ("overlay", "namespace"),
+    [("dev", "keda"), ("prod", "keda"), ("prod-all-options", "kube-system")],
+)
+def test_keda_namespace_is_configurable(overlay: str, namespace: str) -> None:
+    """Only KEDA's namespace reaches the NATS monitoring port: `keda` by default, kube-system
+    with components/keda-in-kube-system."""
+    m = load(overlay)
+    opened = [
+        peer.get("namespaceSelector", {}).get("matchLabels", {})
+        for policy in m.of_kind("NetworkPolicy")
+        if selector_matches(policy["spec"]["podSelector"], {"app.kubernetes.io/name": "nats"})
+        for rule in policy["spec"].get("ingress", [])
+        if any(p["port"] == 8222 for p in rule.get("ports", []))
+        for peer in rule["from"]
+    ]
+    assert opened == [{"kubernetes.io/metadata.name": namespace}]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_kiln_pod_is_scraped(overlay: str) -> None:
+    """Every Kiln pod names its metrics port `metrics`; where the monitoring component is in,
+    its PodMonitor selects every one of them."""
+    assert_clean(check_monitoring(load(overlay)))
+
+
+def test_monitoring_component_is_optional() -> None:
+    """dev and prod apply without the Prometheus Operator's CRDs; prod-all-options brings the
+    PodMonitor, PrometheusRule and dashboard ConfigMap."""
+    for overlay in ("dev", "prod"):
+        kinds = {d["kind"] for d in load(overlay).docs}
+        assert not kinds & {"PodMonitor", "PrometheusRule"}, overlay
+    m = load("prod-all-options")
+    assert len(m.of_kind("PodMonitor")) == 1 and len(m.of_kind("PrometheusRule")) == 1
+    assert m.get("ConfigMap", "kiln-dashboard")["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
+def test_alerts_and_dashboard_query_exported_metrics() -> None:
+    """Every kiln_* metric in the alert rules and the dashboard is one the code exports, and
+    the alerts the operations review asked for are there."""
+    m = load("prod-all-options")
+    assert_clean(check_queries(m))
+    alerts = {
+        r["alert"] for g in m.get("PrometheusRule", "kiln")["spec"]["groups"] for r in g["rules"]
+    }
+    assert {
+        "KilnOutboxLagHigh",
+        "KilnQueueGrowingWithoutWorkers",
+        "KilnJobFailureRateHigh",
+        "KilnJobsHitMaxDeliveries",
+        "KilnRpcErrorRateHigh",
+        "KilnWebhookFailures",
+        "KilnDatabasePoolSaturated",
+    } <= alerts
+
+
+def test_custom_resources_match_their_bundled_schemas() -> None:
+    """The rendered ScaledObjects, PodMonitor, PrometheusRule, Certificates and Issuers pass
+    the schemas in deploy/k8s/schemas; a misspelt field, a wrong type or a kind with no
+    schema fails."""
+    m = load("prod-all-options")
+    found, checked = crd_validate.problems(m.docs)
+    assert found == []
+    assert checked == {
+        "ScaledObject": 3,
+        "PodMonitor": 1,
+        "PrometheusRule": 1,
+        "Certificate": 5,
+        "Issuer": 2,
+    }
+    broken = copy.deepcopy(m.docs)
+    for doc in broken:
+        if doc["kind"] == "PrometheusRule":
+            doc["spec"]["groups"][0]["rules"][0]["expression"] = "up"
+        if doc["kind"] == "PodMonitor":
+            doc["spec"]["podMetricsEndpoints"][0]["interval"] = 30
+        if doc["kind"] == "ScaledObject":
+            doc["spec"]["minReplicas"] = 1
+    broken.append({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+    found, _ = crd_validate.problems(broken)
+    text = "\n".join(found)
+    assert "'expression' was unexpected" in text
+    assert "interval: 30 is not of type 'string'" in text
+    assert "'minReplicas' was unexpected" in text
+    assert "Widget/w: no schema" in text
 
 
 # ---------------------------------------------------------------- the checks catch breakage
@@ -830,7 +1277,7 @@ def _rename_config_map_reference(m: Manifests) -> None:
 
 
 def _rename_secret_key(m: Manifests) -> None:
-    container = m.get("Job", "migrations")["spec"]["template"]["spec"]["containers"][0]
+    container = migrations_jobs(m)[0]["spec"]["template"]["spec"]["containers"][0]
     container["env"][0]["valueFrom"]["secretKeyRef"]["key"] = "DATABASE_URI"
 
 
@@ -869,6 +1316,13 @@ def _unmount_signing_keys(m: Manifests) -> None:
             mount["mountPath"] = "/etc/kiln/keys"
 
 
+def _point_tls_key_elsewhere(m: Manifests) -> None:
+    container = m.get("Deployment", "tasks")["spec"]["template"]["spec"]["containers"][0]
+    for variable in container["env"]:
+        if variable["name"] == "GRPC_TLS_KEY_FILE":
+            variable["value"] = "/var/run/secrets/kiln/tls/tls.pem"
+
+
 def _grow_nats_cluster(m: Manifests) -> None:
     m.get("StatefulSet", "nats")["spec"]["replicas"] = 5
 
@@ -876,6 +1330,42 @@ def _grow_nats_cluster(m: Manifests) -> None:
 def _make_root_writable(m: Manifests) -> None:
     container = m.get("Deployment", "tasks")["spec"]["template"]["spec"]["containers"][0]
     container["securityContext"]["readOnlyRootFilesystem"] = False
+
+
+def _rename_migrations_job(m: Manifests) -> None:
+    migrations_jobs(m)[0]["metadata"]["name"] = "migrations"
+
+
+def _probe_overall_health_at_startup(m: Manifests) -> None:
+    container = m.get("Deployment", "tasks")["spec"]["template"]["spec"]["containers"][0]
+    del container["startupProbe"]["grpc"]["service"]
+
+
+def _refuse_backups_in_postgres_policy(m: Manifests) -> None:
+    rule = m.get("NetworkPolicy", "postgres")["spec"]["ingress"][0]
+    rule["from"] = [p for p in rule["from"] if "kiln-backup" not in str(p)]
+
+
+def _edit_script_in_config_map(m: Manifests) -> None:
+    name = next(k for k in m.config_maps() if k.startswith("kiln-backup-scripts"))
+    m.get("ConfigMap", name)["data"]["backup.sh"] += "echo edited in the cluster\n"
+
+
+def _drop_nats_pre_stop(m: Manifests) -> None:
+    container = m.get("StatefulSet", "nats")["spec"]["template"]["spec"]["containers"][0]
+    del container["lifecycle"]
+
+
+def _misname_metrics_port(m: Manifests) -> None:
+    container = m.get("Deployment", "auth")["spec"]["template"]["spec"]["containers"][0]
+    for port in container["ports"]:
+        if port["name"] == "metrics":
+            port["name"] = "prometheus"
+
+
+def _query_unknown_metric(m: Manifests) -> None:
+    rule = m.get("PrometheusRule", "kiln")["spec"]["groups"][0]["rules"][0]
+    rule["expr"] = "max(kiln_tasks_queue_lenght) > 1"
 
 
 MUTATIONS = [
@@ -893,8 +1383,16 @@ MUTATIONS = [
     ("dev", _rename_nats_service, check_addresses, "no Service 'nats'"),
     ("dev", _drop_key_dir_volume, check_paths, "AUTH_KEY_DIR"),
     ("prod", _unmount_signing_keys, check_paths, "signing key"),
+    ("prod", _point_tls_key_elsewhere, check_tls_files, "GRPC_TLS_KEY_FILE"),
     ("prod", _grow_nats_cluster, check_nats, "5 replicas but routes"),
     ("prod", _make_root_writable, check_hardening, "root filesystem is writable"),
+    ("prod", _rename_migrations_job, check_migrations, "does not carry the image tag"),
+    ("dev", _probe_overall_health_at_startup, check_schema_wait, "Deployment/tasks"),
+    ("dev", _refuse_backups_in_postgres_policy, check_database_reachable, "CronJob/kiln-backup"),
+    ("prod", _edit_script_in_config_map, check_backup_scripts, "not the files"),
+    ("prod", _drop_nats_pre_stop, check_nats_lame_duck, "lame-duck"),
+    ("prod-all-options", _misname_metrics_port, check_monitoring, "Deployment/auth"),
+    ("prod-all-options", _query_unknown_metric, check_queries, "kiln_tasks_queue_lenght"),
 ]
 
 

@@ -29,7 +29,11 @@ def scrape(port: int) -> dict[str, float]:
 @pytest.mark.timeout(120)
 def test_counters_move_after_traffic(stack: KilnStack) -> None:
     """After a 3-image task runs, the tasks process counts its CreateTask RPC and reports
-    queue gauges and a watcher, and the worker counts 3 succeeded jobs with render times."""
+    queue gauges and a watcher, and the worker counts 3 succeeded jobs with render times.
+    The operations metrics are there too: build_info on every service, database pool use
+    and limit, NATS reconnects, webhook and max-deliveries counters; the worker's job slots
+    next to in-flight, and queue-wait and submission-to-done histograms counting the 3
+    images."""
     tasks_port, worker_port = stack.tasks.metrics_port, stack.workers[0].metrics_port
     before_tasks, before_worker = scrape(tasks_port), scrape(worker_port)
     create = 'kiln_rpc_total{code="OK",method="/kiln.tasks.v1.TaskService/CreateTask"}'
@@ -62,3 +66,47 @@ def test_counters_move_after_traffic(stack: KilnStack) -> None:
     after_worker = scrape(worker_port)
     renders = 'kiln_imagegen_render_seconds_count{queue="standard"}'
     assert after_worker[renders] - before_worker.get(renders, 0) == 3
+    check_operations_metrics(stack, before_worker)
+
+
+def _value(samples: dict[str, float], name: str, **labels: str) -> float | None:
+    """The value of the sample `name` whose labels include `labels`, if there is one."""
+    for key, value in samples.items():
+        metric, _, rest = key.partition("{")
+        if metric == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            return value
+    return None
+
+
+def check_operations_metrics(stack: KilnStack, before_worker: dict[str, float]) -> None:
+    """Asserts the metrics alerts and dashboards rely on, after a 3-image standard task."""
+    tasks_port, worker_port = stack.tasks.metrics_port, stack.workers[0].metrics_port
+    done = "kiln_imagegen_job_latency_seconds_count"
+    deadline = time.monotonic() + 20
+    while (_value(scrape(worker_port), done, queue="standard") or 0) - (
+        _value(before_worker, done, queue="standard") or 0
+    ) < 3:
+        assert time.monotonic() < deadline, "the latency histogram did not count the images"
+        time.sleep(0.2)
+    worker = scrape(worker_port)
+    waits = "kiln_imagegen_queue_wait_seconds_count"
+    assert (_value(worker, waits, queue="standard") or 0) - (
+        _value(before_worker, waits, queue="standard") or 0
+    ) >= 3
+    assert (_value(worker, "kiln_imagegen_job_slots") or 0) >= 1
+    assert _value(worker, "kiln_imagegen_jobs_in_flight") is not None
+    assert _value(worker, "kiln_build_info", service="imagegen") == 1
+    assert _value(worker, "kiln_nats_reconnects_total") == 0
+
+    tasks = scrape(tasks_port)
+    assert _value(tasks, "kiln_build_info", service="tasks") == 1
+    limit = _value(tasks, "kiln_db_pool_max_connections", pool="tasks")
+    assert limit is not None and limit > 0
+    in_use = _value(tasks, "kiln_db_pool_connections", pool="tasks", state="in_use")
+    assert in_use is not None and 0 <= in_use <= limit
+    assert _value(tasks, "kiln_nats_reconnects_total") == 0
+    assert _value(tasks, "kiln_tasks_jobs_max_deliveries_total") == 0
+    assert _value(tasks, "kiln_tasks_webhook_attempts_total", outcome="failed") == 0
+    auth = scrape(stack.auth.metrics_port)
+    assert _value(auth, "kiln_build_info", service="auth") == 1
+    assert _value(auth, "kiln_db_pool_max_connections", pool="auth") is not None

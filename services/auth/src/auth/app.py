@@ -14,7 +14,7 @@ from auth.config import AuthConfig
 from auth.core import Core, build_core
 from auth.servicer import AuthServicer
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
-from kiln.common import db, errors, interceptors, migrations, server
+from kiln.common import db, errors, interceptors, migrations, server, startup
 from kiln.common.config import ConfigError
 from kiln.common.tokens import StaticKeySource, TokenVerifier
 
@@ -124,7 +124,8 @@ def load_ring_or_exit(config: AuthConfig) -> keys.KeyRing:
 
 
 async def serve(config: AuthConfig) -> None:
-    """Runs the auth service until SIGTERM."""
+    """Runs the auth service until SIGTERM (after waiting for the schema, if it is old)."""
+    await startup.wait_for_schema(config, config, MIGRATIONS, SCHEMA, "auth")
     app = AuthApp(config, load_ring_or_exit(config))
     try:
         await app.prepare()

@@ -4,7 +4,7 @@ import argparse
 
 from imagegen import app
 from imagegen.config import ImagegenConfig
-from kiln.common import config, logging, runner
+from kiln.common import config, logging, metrics, runner
 
 
 def main() -> None:
@@ -21,6 +21,7 @@ def main() -> None:
     except ValueError as error:
         parser.error(str(error))
     logging.configure_logging("imagegen", settings.log_level, settings.log_format)
+    metrics.set_build_info("imagegen")
     runner.run(app.serve(settings))
 
 

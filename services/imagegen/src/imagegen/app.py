@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import signal
 
-import grpc
 import structlog
 from nats.aio.client import Client
 
@@ -24,7 +23,7 @@ from imagegen.polish_cache import PolishCache
 from imagegen.servicer import ImageGenServicer
 from imagegen.store import ImageStore
 from imagegen.worker import Worker
-from kiln.common import bus, interceptors, jetstream, jwks, server
+from kiln.common import bus, interceptors, jetstream, jwks, server, tls
 from kiln.common.tokens import TokenVerifier
 from kiln.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 
@@ -163,7 +162,7 @@ async def serve(config: ImagegenConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     nc = await jetstream.connect(config, "imagegen")
-    auth_channel = grpc.aio.insecure_channel(config.auth_target)
+    auth_channel = tls.channel(config.auth_target, config)
     try:
         try:
             runtime = await Runtime.start(config, nc)

@@ -17,7 +17,7 @@ from imagegen.polish import POLISHER_KINDS
 from imagegen.providers import PROVIDER_KINDS
 from kiln.common.bus import QUEUES, BusSettings
 from kiln.common.config import non_negative, one_of, positive, setting
-from kiln.common.settings import NatsSettings, ServerSettings, TokenSettings
+from kiln.common.settings import GrpcClientTlsSettings, NatsSettings, ServerSettings, TokenSettings
 
 
 def _known_queues(queues: tuple[str, ...]) -> str | None:
@@ -68,7 +68,9 @@ def _provider_options(queue: str) -> Any:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ImagegenConfig(ServerSettings, NatsSettings, TokenSettings, BusSettings):
+class ImagegenConfig(
+    ServerSettings, NatsSettings, TokenSettings, BusSettings, GrpcClientTlsSettings
+):
     """Every setting of an imagegen worker process."""
 
     grpc_port: int = setting(

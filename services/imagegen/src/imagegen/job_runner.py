@@ -193,6 +193,8 @@ class JobRunner:
         lease.check()
         await context.events.started()
         context.log.info("job_started")
+        if age is not None:
+            metrics.QUEUE_WAIT_SECONDS.labels(queue=context.queue).observe(max(0.0, age))
         work = asyncio.create_task(self._produce(context, lease))
         context.active.work = work
         cancelled = await self._watch(work, job, lease, context.active)
@@ -248,6 +250,9 @@ class JobRunner:
         metrics.RENDER_SECONDS.labels(queue=context.queue).observe(
             result.render_duration.ToNanoseconds() / 1e9
         )
+        latency = jobspec.age_seconds(context.delivery.job, datetime.datetime.now(datetime.UTC))
+        if latency is not None:
+            metrics.JOB_LATENCY_SECONDS.labels(queue=context.queue).observe(max(0.0, latency))
         context.log.info(
             "job_succeeded",
             object_name=result.object_name,

@@ -17,6 +17,23 @@ RENDER_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 IN_FLIGHT = Gauge("kiln_imagegen_jobs_in_flight", "Jobs running in this process.")
+SLOTS = Gauge(
+    "kiln_imagegen_job_slots", "Jobs this process runs at once at most (its concurrency)."
+)
+_WAIT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+QUEUE_WAIT_SECONDS = Histogram(
+    "kiln_imagegen_queue_wait_seconds",
+    "Time from submission (the subtask's creation) to a worker starting the job, by queue; "
+    "a retried job counts again, with its whole age.",
+    ["queue"],
+    buckets=_WAIT_BUCKETS,
+)
+JOB_LATENCY_SECONDS = Histogram(
+    "kiln_imagegen_job_latency_seconds",
+    "Time from submission (the subtask's creation) to its image being stored, by queue.",
+    ["queue"],
+    buckets=_WAIT_BUCKETS,
+)
 
 
 def job_done(queue: str, outcome: str) -> None:

@@ -46,6 +46,7 @@ class Worker:
         self._js = js
         self.queues = queues
         self.concurrency = concurrency
+        metrics.SLOTS.set(concurrency)
         self._runner = runner
         self._controls = controls
         self._stats = stats

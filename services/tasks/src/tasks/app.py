@@ -13,12 +13,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import grpc
 import structlog
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kiln.common import bus, db, interceptors, jetstream, jwks, migrations, server
+from kiln.common import bus, db, interceptors, jetstream, jwks, migrations, server, startup, tls
 from kiln.common.tokens import TokenVerifier
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from tasks import (
@@ -153,7 +152,7 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
     await jetstream.provision(js, bus.tasks_topology(config))
     closers: list[Callable[[], Awaitable[object]]] = []
     if verifier is None:
-        auth_channel = grpc.aio.insecure_channel(config.auth_target)
+        auth_channel = tls.channel(config.auth_target, config)
         verifier = TokenVerifier(
             jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
             config.jwt_issuer,
@@ -259,7 +258,8 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
 
 
 async def serve(config: TasksConfig) -> None:
-    """Runs the tasks service until SIGTERM."""
+    """Runs the tasks service until SIGTERM (after waiting for the schema, if it is old)."""
+    await startup.wait_for_schema(config, config, MIGRATIONS, SCHEMA, "tasks")
     app = await build(config)
     app.start_loops()
     await server.serve_until_stopped(app.host, [app.stop_loops, *app.closers])

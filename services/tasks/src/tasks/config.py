@@ -6,12 +6,25 @@ import dataclasses
 
 from kiln.common.bus import BusSettings
 from kiln.common.config import non_negative, positive, setting
-from kiln.common.settings import DatabaseSettings, NatsSettings, ServerSettings, TokenSettings
+from kiln.common.settings import (
+    DatabaseSettings,
+    GrpcClientTlsSettings,
+    NatsSettings,
+    ServerSettings,
+    TokenSettings,
+)
 from tasks import spec
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TasksConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings, BusSettings):
+class TasksConfig(
+    ServerSettings,
+    DatabaseSettings,
+    NatsSettings,
+    TokenSettings,
+    BusSettings,
+    GrpcClientTlsSettings,
+):
     """Every setting of the tasks service."""
 
     grpc_port: int = setting(

@@ -15,17 +15,33 @@ from tasks import system, watch
 
 WATCHERS = Gauge("kiln_tasks_watchers", "WatchTask streams open on this replica.")
 WATCHED_TASKS = Gauge("kiln_tasks_watched_tasks", "Tasks with at least one watcher here.")
+# Queue depth and outbox lag describe the whole system, and every replica exports the same
+# values: aggregate them with max() (never sum()) across replicas.
 QUEUE_DEPTH = Gauge(
     "kiln_tasks_queue_depth",
     "Jobs per queue by where they wait: `outbox` (not yet published), `stream` (published, "
-    "not delivered), `in_flight` (delivered, not acknowledged).",
+    "not delivered), `in_flight` (delivered, not acknowledged). Global: every replica "
+    "exports the same value, so aggregate with max().",
     ["queue", "stage"],
 )
 OUTBOX_LAG = Gauge(
     "kiln_tasks_outbox_lag_seconds",
-    "Age of the oldest job of a queue still waiting for dispatch or delivery.",
+    "Age of the oldest job of a queue still waiting for dispatch or delivery. Global: "
+    "aggregate with max().",
     ["queue"],
 )
+MAX_DELIVERIES = Counter(
+    "kiln_tasks_jobs_max_deliveries_total",
+    "Jobs that reached the consumer's max deliveries (their subtask failed MAX_DELIVERIES), "
+    "as handled by this replica.",
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "kiln_tasks_webhook_attempts_total",
+    "Webhook POSTs by outcome: delivered (2xx), pending (will retry), failed (given up).",
+    ["outcome"],
+)
+for _outcome in ("delivered", "pending", "failed"):
+    WEBHOOK_ATTEMPTS.labels(outcome=_outcome)  # exported as 0 before the first webhook
 
 EVENTS_REJECTED = Counter(
     "kiln_tasks_events_rejected_total",

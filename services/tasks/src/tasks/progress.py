@@ -273,6 +273,7 @@ class AdvisoryConsumer(_PullLoop):
             )
             async with self._engine.begin() as conn:
                 outcome = await fold.apply(conn, [change])
+            metrics.MAX_DELIVERIES.inc()
             log.info(
                 "job_max_deliveries",
                 subtask_id=job.subtask_id,

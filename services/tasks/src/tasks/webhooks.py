@@ -38,7 +38,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tasks import model, store, webhook_target
+from tasks import metrics, model, store, webhook_target
 
 log = structlog.get_logger("tasks.webhooks")
 
@@ -345,6 +345,7 @@ class Sender:
                     "delay": delay,
                 },
             )
+        metrics.WEBHOOK_ATTEMPTS.labels(outcome=state).inc()
         log.info(
             "webhook_attempted",
             delivery_id=str(row["id"]),

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kiln.cli import image_archive
+
 SCHEMAS = ("auth", "tasks")
 
 
@@ -130,7 +132,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     restore_parser.add_argument(
         "--clean", action="store_true", help="drop existing Kiln objects before loading"
     )
+    for name, verb in (("export-images", "write"), ("import-images", "read")):
+        images_parser = commands.add_parser(
+            name, help=f"{verb} the NATS image store as a directory or .tar/.tar.gz file"
+        )
+        images_parser.add_argument("path")
+        images_parser.add_argument(
+            "--nats-url",
+            default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+            help="NATS server (NATS_URL)",
+        )
     args = parser.parse_args(argv)
+    if args.command in ("export-images", "import-images"):
+        _images_command(args.command, args.nats_url, Path(args.path))
+        return
     if not args.database_url:
         parser.error("give --database-url or set DATABASE_URL")
     try:
@@ -140,6 +155,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             restore(args.database_url, Path(args.file), args.clean)
             print(f"restored {args.file}")
     except AdminError as error:
+        print(f"kiln-admin: error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _images_command(command: str, nats_url: str, path: Path) -> None:
+    try:
+        if command == "export-images":
+            count = image_archive.run(image_archive.export_images(nats_url, path))
+            print(f"exported {count} images to {path}")
+        else:
+            count = image_archive.run(image_archive.import_images(nats_url, path))
+            print(f"imported {count} images from {path}")
+    except image_archive.ArchiveError as error:
         print(f"kiln-admin: error: {error}", file=sys.stderr)
         sys.exit(1)
 

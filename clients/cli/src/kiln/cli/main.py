@@ -1,8 +1,10 @@
 """`kiln`: a thin command-line client over Kiln's gRPC API.
 
 Targets come from `--target` / `--auth-target`, else KILN_TARGET / KILN_AUTH_TARGET, else
-the local defaults of `make run`. Read commands take `--json` for scripts. Errors print one
-line with the gRPC code and exit 1 (2 for usage errors); never a traceback.
+the local defaults of `make run`. Channels are plaintext unless a TLS option is given
+(`--tls`, `--ca`, `--cert`/`--key`, `--insecure`, or their KILN_* variables). Read
+commands take `--json` for scripts. Errors print one line with the gRPC code and exit 1
+(2 for usage errors); never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import grpc
 
 from kiln.cli import auth_commands, errors, task_commands
 from kiln.cli.session import DEFAULT_AUTH_TARGET, DEFAULT_TASKS_TARGET, Session
+from kiln.cli.transport import Transport
 
 Handler = Callable[[Session, argparse.Namespace], None]
 
@@ -44,11 +47,58 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("KILN_AUTH_TARGET", DEFAULT_AUTH_TARGET),
         help="auth service host:port (KILN_AUTH_TARGET)",
     )
+    _transport_options(parser)
     top = parser.add_subparsers(dest="command", required=True)
     _auth_commands(top)
     _task_commands(top)
     _admin_commands(top)
     return parser
+
+
+def _flag(variable: str) -> bool:
+    return os.environ.get(variable, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _transport_options(parser: argparse.ArgumentParser) -> None:
+    tls = parser.add_argument_group("TLS (plaintext when none is given)")
+    tls.add_argument(
+        "--tls",
+        action="store_true",
+        default=_flag("KILN_TLS"),
+        help="use TLS, verifying the server with the system's CA bundle (KILN_TLS=1)",
+    )
+    tls.add_argument(
+        "--ca",
+        metavar="FILE",
+        default=os.environ.get("KILN_CA", ""),
+        help="use TLS, verifying the server with this PEM CA bundle (KILN_CA)",
+    )
+    tls.add_argument(
+        "--cert",
+        metavar="FILE",
+        default=os.environ.get("KILN_CLIENT_CERT", ""),
+        help="PEM client certificate for servers that require mTLS (KILN_CLIENT_CERT)",
+    )
+    tls.add_argument(
+        "--key",
+        metavar="FILE",
+        default=os.environ.get("KILN_CLIENT_KEY", ""),
+        help="PEM private key of --cert (KILN_CLIENT_KEY)",
+    )
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        default=_flag("KILN_INSECURE"),
+        help="use TLS but trust whatever certificate the server presents: encrypted, "
+        "not authenticated; for test setups only (KILN_INSECURE=1)",
+    )
+    tls.add_argument(
+        "--server-name",
+        metavar="NAME",
+        default=os.environ.get("KILN_SERVER_NAME", ""),
+        help="name to check the server certificate against instead of the target's host, "
+        "e.g. behind kubectl port-forward (KILN_SERVER_NAME)",
+    )
 
 
 def _auth_commands(top: Any) -> None:
@@ -150,8 +200,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "queues" and args.action != "stats" and not args.queue:
         print(f"kiln: error: queues {args.action} needs a queue name", file=sys.stderr)
         sys.exit(2)
-    session = Session(tasks_target=args.target, auth_target=args.auth_target)
+    transport = Transport(
+        tls=args.tls,
+        ca_file=args.ca,
+        cert_file=args.cert,
+        key_file=args.key,
+        insecure=args.insecure,
+        server_name=args.server_name,
+    )
+    session = Session(tasks_target=args.target, auth_target=args.auth_target, transport=transport)
     try:
+        transport.check()
         args.handler(session, args)
     except errors.CliError as error:
         print(f"kiln: error: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ import grpc
 
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
 from kiln.cli.errors import CliError
+from kiln.cli.transport import Transport
 
 DEFAULT_AUTH_TARGET = "127.0.0.1:50051"
 DEFAULT_TASKS_TARGET = "127.0.0.1:50052"
@@ -65,10 +66,11 @@ class Session:
 
     tasks_target: str
     auth_target: str
+    transport: Transport = dataclasses.field(default_factory=Transport)
 
     def channel(self, target: str) -> grpc.Channel:
-        """A plaintext channel; Kiln runs behind the cluster's network policies or a mesh."""
-        return grpc.insecure_channel(target)
+        """A channel to `target`, plaintext or TLS as the transport options say."""
+        return self.transport.channel(target)
 
     def auth_stub(self) -> Any:
         """A stub for AuthService."""

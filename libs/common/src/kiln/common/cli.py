@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
-from kiln.common import config, logging, runner
+from kiln.common import config, logging, metrics, runner
 from kiln.common.settings import LogSettings
 
 C = TypeVar("C", bound=LogSettings)
@@ -47,4 +47,9 @@ def service_main(
     if args.command == "migrate" and migrate is not None:
         migrate(settings)
     else:
-        runner.run(serve(settings))
+        metrics.set_build_info(service)
+        try:
+            runner.run(serve(settings))
+        except config.ConfigError as exc:  # TLS files are checked as the server is built
+            print(f"configuration error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None

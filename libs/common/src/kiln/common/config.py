@@ -63,6 +63,18 @@ def non_negative(value: float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def readable_file(path: str) -> str | None:
+    """A `check` for a file path that may be empty (unset) but, when set, must be readable."""
+    if not path:
+        return None
+    try:
+        with Path(path).open("rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        return f"cannot read {path}: {error.strerror or error}"
+    return None
+
+
 def one_of(*allowed: str) -> Callable[[Any], str | None]:
     """A `check` for strings from a fixed set."""
 

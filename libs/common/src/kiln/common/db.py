@@ -6,6 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
+from kiln.common import metrics
 from kiln.common.settings import DatabaseSettings
 
 
@@ -21,7 +22,7 @@ def create_engine(settings: DatabaseSettings, application_name: str) -> AsyncEng
     """An engine whose pool recovers from a restarted server (pre-ping) and whose
     statements are bounded by the configured timeout."""
     timeout_ms = int(settings.db_statement_timeout * 1000)
-    return _create_async_engine(
+    engine = _create_async_engine(
         sqlalchemy_url(settings.database_url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -34,6 +35,8 @@ def create_engine(settings: DatabaseSettings, application_name: str) -> AsyncEng
             "connect_timeout": max(1, int(settings.db_pool_timeout)),
         },
     )
+    metrics.track_pool(application_name, engine.sync_engine.pool)
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 
+from kiln.common import metrics, tls
 from kiln.common.settings import NatsSettings
 
 log = structlog.get_logger("kiln.nats")
@@ -34,6 +35,7 @@ async def connect(
 
     async def reconnected() -> None:
         log.info("nats_reconnected")
+        metrics.NATS_RECONNECTS.inc()
 
     async def error(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc), kind=type(exc).__name__)
@@ -50,6 +52,7 @@ async def connect(
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
         error_cb=error,
+        **tls.nats_options(settings),
     )
 
 

@@ -6,8 +6,16 @@ at module level; everything lands in the default registry, served on `METRICS_PO
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
+import weakref
+from collections.abc import Iterator
+
 import structlog
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.pool import QueuePool
 
 log = structlog.get_logger("kiln.metrics")
 
@@ -18,6 +26,60 @@ RPC_SECONDS = Histogram(
     ["method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+
+
+BUILD_INFO = Gauge(
+    "kiln_build_info",
+    "Always 1; the labels say which service and version this process runs.",
+    ["service", "version", "python"],
+)
+NATS_RECONNECTS = Counter(
+    "kiln_nats_reconnects_total", "Times the NATS connection was re-established."
+)
+
+
+def set_build_info(service: str) -> None:
+    """Publishes `kiln_build_info` for `service` (its package version, if installed)."""
+    try:
+        version = importlib.metadata.version(f"kiln-{service}")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    BUILD_INFO.labels(service=service, version=version, python=platform.python_version()).set(1)
+
+
+class _PoolCollector(Collector):
+    """Reads each tracked SQLAlchemy pool at scrape time (no sampling loop)."""
+
+    def __init__(self) -> None:
+        self.pools: weakref.WeakValueDictionary[str, QueuePool] = weakref.WeakValueDictionary()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        used = GaugeMetricFamily(
+            "kiln_db_pool_connections",
+            "Database connections of a pool, by state (in_use: checked out; idle: open, free).",
+            labels=["pool", "state"],
+        )
+        limit = GaugeMetricFamily(
+            "kiln_db_pool_max_connections",
+            "Most connections a pool opens (DB_POOL_SIZE + DB_MAX_OVERFLOW).",
+            labels=["pool"],
+        )
+        for name, pool in list(self.pools.items()):
+            used.add_metric([name, "in_use"], pool.checkedout())
+            used.add_metric([name, "idle"], pool.checkedin())
+            limit.add_metric([name], pool.size() + max(0, pool._max_overflow))
+        yield used
+        yield limit
+
+
+_POOLS = _PoolCollector()
+REGISTRY.register(_POOLS)
+
+
+def track_pool(name: str, pool: object) -> None:
+    """Exports `pool` (a QueuePool; others are ignored) as `kiln_db_pool_*{pool=name}`."""
+    if isinstance(pool, QueuePool):
+        _POOLS.pools[name] = pool
 
 
 def observe_rpc(method: str, code: str, seconds: float) -> None:

@@ -1,8 +1,9 @@
 """Alembic migrations per service, each in its own schema with its own version table.
 
-Each service keeps an Alembic script folder whose `env.py` calls `run_migrations()`. The
-service refuses to start when its schema is older than its code (`ensure_current`), and
-`upgrade()` (behind `make migrate` and `python -m <service> migrate`) brings it up to date.
+Each service keeps an Alembic script folder whose `env.py` calls `run_migrations()`.
+`ensure_current` tells whether a schema is older than the code (a serving process then waits,
+see `kiln.common.startup`), and `upgrade()` (behind `make migrate` and `python -m <service>
+migrate`) brings it up to date.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from kiln.common import metrics
+from kiln.common import metrics, tls
 from kiln.common.settings import ServerSettings
 
 log = structlog.get_logger("kiln.server")
@@ -150,6 +150,9 @@ class ServiceHost:
         self.monitor = HealthMonitor(
             self.health, names, dependencies, settings.health_probe_interval
         )
+        self._credentials = tls.server_credentials(settings)
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port = -1
         self.port = 0
         self.metrics_port = -1
         self._stopping = asyncio.Event()
@@ -157,7 +160,10 @@ class ServiceHost:
     async def start(self) -> int:
         """Binds, starts serving and probing; returns the bound port (useful with port 0)."""
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        self.port = self.server.add_insecure_port(address)
+        if self._credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, self._credentials)
         if self.port == 0:
             raise OSError(f"could not bind gRPC port {address}")
         # Liveness answers SERVING while the process runs, whatever its dependencies do:
@@ -166,9 +172,28 @@ class ServiceHost:
         await self.monitor.check_once()
         self.metrics_port = metrics.serve(self.settings.grpc_host, self.settings.metrics_port)
         await self.server.start()
+        await self._start_health_server()
         self.monitor.start()
-        log.info("server_started", port=self.port)
+        log.info("server_started", port=self.port, tls=self._credentials is not None)
         return self.port
+
+    async def _start_health_server(self) -> None:
+        """With GRPC_HEALTH_PORT set, serves the same health statuses in plaintext on their
+        own port: Kubernetes `grpc:` probes cannot speak TLS, and health reveals nothing.
+        Reflection there lists Health alone, so grpcurl works without proto files."""
+        if self.settings.grpc_health_port < 0:
+            return
+        self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+        reflection.enable_server_reflection(
+            [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.health_server,
+        )
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_health_port}"
+        self.health_port = self.health_server.add_insecure_port(address)
+        if self.health_port == 0:
+            raise OSError(f"could not bind gRPC health port {address}")
+        await self.health_server.start()
 
     def request_stop(self) -> None:
         """Asks `wait()` to begin the graceful shutdown (signal handlers call this)."""
@@ -193,6 +218,8 @@ class ServiceHost:
         await self.health.enter_graceful_shutdown()
         await asyncio.sleep(self.settings.shutdown_delay)
         await self.server.stop(self.settings.grace_period)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         log.info("server_stopped")
 
 

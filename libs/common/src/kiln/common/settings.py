@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from kiln.common.config import non_negative, one_of, positive, setting
+from kiln.common.config import non_negative, one_of, positive, readable_file, setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -28,7 +28,36 @@ class LogSettings:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ServerSettings(LogSettings):
+class ServerTlsSettings:
+    """TLS of a process's gRPC server; plaintext when no certificate is set."""
+
+    grpc_tls_cert_file: str = setting(
+        "GRPC_TLS_CERT_FILE",
+        "PEM certificate chain of the gRPC server; set with GRPC_TLS_KEY_FILE to serve TLS "
+        "only (plaintext when empty). Renewed files are picked up without a restart.",
+        "",
+        check=readable_file,
+    )
+    grpc_tls_key_file: str = setting(
+        "GRPC_TLS_KEY_FILE", "PEM private key of GRPC_TLS_CERT_FILE.", "", check=readable_file
+    )
+    grpc_tls_client_ca_file: str = setting(
+        "GRPC_TLS_CLIENT_CA_FILE",
+        "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).",
+        "",
+        check=readable_file,
+    )
+    grpc_health_port: int = setting(
+        "GRPC_HEALTH_PORT",
+        "Port of a plaintext server with only grpc.health.v1.Health (and reflection of it), "
+        "for probes that cannot speak TLS (Kubernetes `grpc:` probes); -1 turns it off, 0 "
+        "picks a free one.",
+        -1,
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerSettings(LogSettings, ServerTlsSettings):
     """The gRPC server of a process."""
 
     grpc_host: str = setting("GRPC_HOST", "Address the gRPC server binds.", "0.0.0.0")  # noqa: S104
@@ -93,7 +122,36 @@ class DatabaseSettings:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NatsSettings:
+class NatsTlsSettings:
+    """TLS of the NATS connection (also used for `tls://` URLs)."""
+
+    nats_tls_ca_file: str = setting(
+        "NATS_TLS_CA_FILE",
+        "PEM CA bundle that verifies the NATS server; setting it turns TLS on (the system "
+        "roots when empty and a URL is `tls://`).",
+        "",
+        check=readable_file,
+    )
+    nats_tls_cert_file: str = setting(
+        "NATS_TLS_CERT_FILE",
+        "PEM client certificate for NATS servers that verify clients (set with the key).",
+        "",
+        check=readable_file,
+    )
+    nats_tls_key_file: str = setting(
+        "NATS_TLS_KEY_FILE", "PEM private key of NATS_TLS_CERT_FILE.", "", check=readable_file
+    )
+    nats_tls_handshake_first: bool = setting(
+        "NATS_TLS_HANDSHAKE_FIRST",
+        "Start TLS before the server says anything, so nothing is ever sent in plaintext (not "
+        "even to an impostor claiming TLS is not required); the server needs `tls { "
+        "handshake_first: true }`.",
+        False,
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NatsSettings(NatsTlsSettings):
     """The NATS connection."""
 
     nats_url: str = setting(
@@ -115,4 +173,27 @@ class TokenSettings:
     jwt_audience: str = setting("JWT_AUDIENCE", "The `aud` claim tokens must carry.", "kiln")
     jwt_leeway: float = setting(
         "JWT_LEEWAY_SECONDS", "Clock skew allowed on exp/nbf/iat.", 5.0, check=non_negative
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GrpcClientTlsSettings:
+    """TLS of the gRPC channels a service opens to another Kiln service (tasks and imagegen
+    to auth); plaintext when no CA bundle is set."""
+
+    grpc_client_ca_file: str = setting(
+        "GRPC_CLIENT_CA_FILE",
+        "PEM CA bundle that verifies the Kiln services this one calls; setting it turns TLS "
+        "on for those calls.",
+        "",
+        check=readable_file,
+    )
+    grpc_client_cert_file: str = setting(
+        "GRPC_CLIENT_CERT_FILE",
+        "PEM client certificate for servers that require mTLS (set with the key).",
+        "",
+        check=readable_file,
+    )
+    grpc_client_key_file: str = setting(
+        "GRPC_CLIENT_KEY_FILE", "PEM private key of GRPC_CLIENT_CERT_FILE.", "", check=readable_file
     )
