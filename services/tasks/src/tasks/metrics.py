@@ -50,6 +50,8 @@ EVENTS_REJECTED = Counter(
     "it), `advisory` (a max-deliveries advisory whose job names no subtask that can fail).",
     ["reason"],
 )
+for _reason in ("undecodable", "invalid", "unfoldable", "advisory"):
+    EVENTS_REJECTED.labels(reason=_reason)  # exported as 0 before the first rejection
 
 
 def track_watchers(hub: watch.Hub) -> None:
