@@ -31,9 +31,9 @@ def test_counters_move_after_traffic(stack: KilnStack) -> None:
     """After a 3-image task runs, the tasks process counts its CreateTask RPC and reports
     queue gauges and a watcher, and the worker counts 3 succeeded jobs with render times.
     The operations metrics are there too: build_info on every service, database pool use
-    and limit, NATS reconnects, webhook and max-deliveries counters; the worker's job slots
-    next to in-flight, and queue-wait and submission-to-done histograms counting the 3
-    images."""
+    and limit, NATS reconnects, webhook, max-deliveries and rejected-event counters; the
+    worker's job slots next to in-flight, and queue-wait and submission-to-done histograms
+    counting the 3 images."""
     tasks_port, worker_port = stack.tasks.metrics_port, stack.workers[0].metrics_port
     before_tasks, before_worker = scrape(tasks_port), scrape(worker_port)
     create = 'kiln_rpc_total{code="OK",method="/kiln.tasks.v1.TaskService/CreateTask"}'
@@ -107,6 +107,7 @@ def check_operations_metrics(stack: KilnStack, before_worker: dict[str, float]) 
     assert _value(tasks, "kiln_nats_reconnects_total") == 0
     assert _value(tasks, "kiln_tasks_jobs_max_deliveries_total") == 0
     assert _value(tasks, "kiln_tasks_webhook_attempts_total", outcome="failed") == 0
+    assert _value(tasks, "kiln_tasks_events_rejected_total", reason="invalid") == 0
     auth = scrape(stack.auth.metrics_port)
     assert _value(auth, "kiln_build_info", service="auth") == 1
     assert _value(auth, "kiln_db_pool_max_connections", pool="auth") is not None

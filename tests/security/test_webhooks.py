@@ -66,6 +66,33 @@ def test_private_and_loopback_targets_are_refused_by_default(world: World, url: 
     assert secret not in world.logs()
 
 
+# IPv6 forms that reach 127.0.0.1 (NAT64, 6to4, IPv4-compatible, IPv4-mapped), and URLs
+# no HTTP client or resolver can use (no IDNA form, a malformed A-label, a 64-character label).
+EMBEDDED_AND_UNSENDABLE_TARGETS = [
+    "http://[64:ff9b::7f00:1]/hook",
+    "http://[2002:7f00:1::]/hook",
+    "http://[::7f00:1]/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://\u2460.example/hook",
+    "http://xn--.example/hook",
+    f"http://{'a' * 64}.example/hook",
+]
+
+
+@pytest.mark.parametrize("url", EMBEDDED_AND_UNSENDABLE_TARGETS)
+def test_embedded_ipv4_and_unsendable_targets_are_refused(world: World, url: str) -> None:
+    """CreateTask refuses, as INVALID_ARGUMENT on settings.webhook.url, an IPv6 literal that
+    embeds a loopback IPv4 address and a URL that could never be sent."""
+    outcome = rpcs.call(
+        world.channels[rpcs.TASKS],
+        CREATE,
+        _webhook_request(url, "embedded-secret-0123"),
+        world.owner.metadata,
+    )
+    assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, outcome
+    assert "settings.webhook.url" in outcome.details
+
+
 class _Receiver(http.server.BaseHTTPRequestHandler):
     inbox: queue.Queue[tuple[dict[str, str], bytes]]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from typing import Any
 
 import pytest
@@ -514,21 +513,6 @@ def test_dns_names_are_not_resolved() -> None:
     """A DNS name is judged by its text only; resolution is the sender's check at delivery."""
     spec = make_spec(webhook=make_webhook("https://internal.corp.example/hook"))
     assert validation.validate(spec, LIMITS) == 2
-
-
-@pytest.mark.parametrize(
-    "address",
-    ["127.0.0.1", "10.1.2.3", "::1", "::ffff:10.0.0.1", "169.254.1.1", "fe80::2"],
-)
-def test_address_refusal_for_resolved_addresses(address: str) -> None:
-    """address_refusal, for the sender's delivery-time check, refuses non-public addresses."""
-    assert validation.address_refusal(ipaddress.ip_address(address)) is not None
-
-
-@pytest.mark.parametrize("address", ["93.184.216.34", "2606:4700:4700::1111"])
-def test_address_refusal_accepts_public_addresses(address: str) -> None:
-    """address_refusal lets public addresses through."""
-    assert validation.address_refusal(ipaddress.ip_address(address)) is None
 
 
 def test_webhook_secret_is_required() -> None:

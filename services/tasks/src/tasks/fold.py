@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,6 +49,56 @@ def _time(event: jobs_pb2.SubtaskEvent) -> dt.datetime:
     if event.HasField("time"):
         return event.time.ToDatetime(tzinfo=dt.UTC)
     return dt.datetime.now(dt.UTC)
+
+
+_UUID_TEXT_LEN = 36
+"""The canonical 8-4-4-4-12 form, the only one workers send."""
+
+
+def event_problem(event: jobs_pb2.SubtaskEvent) -> str | None:
+    """Why `event` can never fold (whatever the database holds), or None when it may.
+
+    Checked before a batch is folded, so a malformed event is set aside on its own instead
+    of failing the statement that carries its whole batch.
+    """
+    problem = subtask_id_problem(event.subtask_id)
+    if problem is not None:
+        return problem
+    if event.attempt < 1:
+        return "attempt must be at least 1"
+    try:
+        _time(event)
+    except (ValueError, OverflowError):
+        return "time is out of range"
+    if any("\x00" in text for text in _texts(event)):
+        return "a text field contains U+0000"
+    return None
+
+
+def subtask_id_problem(subtask_id: str) -> str | None:
+    """Why `subtask_id` cannot name a subtask row, or None."""
+    try:
+        uuid.UUID(subtask_id)
+    except ValueError:
+        return "subtask_id is not a UUID"
+    if len(subtask_id) != _UUID_TEXT_LEN:
+        return "subtask_id is not a UUID in canonical form"
+    return None
+
+
+def _texts(event: jobs_pb2.SubtaskEvent) -> list[str]:
+    result = event.result
+    return [
+        event.worker_id,
+        event.error.type,
+        event.error.message,
+        result.object_name,
+        result.thumbnail_object_name,
+        result.content_type,
+        result.sha256,
+        result.model,
+        result.polished_prompt,
+    ]
 
 
 def collapse(events: Iterable[jobs_pb2.SubtaskEvent]) -> list[Change]:

@@ -43,6 +43,16 @@ WEBHOOK_ATTEMPTS = Counter(
 for _outcome in ("delivered", "pending", "failed"):
     WEBHOOK_ATTEMPTS.labels(outcome=_outcome)  # exported as 0 before the first webhook
 
+EVENTS_REJECTED = Counter(
+    "kiln_tasks_events_rejected_total",
+    "Messages terminated because they can never fold, by reason: `undecodable` (not a "
+    "SubtaskEvent), `invalid` (fails the event checks), `unfoldable` (the fold refused "
+    "it), `advisory` (a max-deliveries advisory whose job names no subtask that can fail).",
+    ["reason"],
+)
+for _reason in ("undecodable", "invalid", "unfoldable", "advisory"):
+    EVENTS_REJECTED.labels(reason=_reason)  # exported as 0 before the first rejection
+
 
 def track_watchers(hub: watch.Hub) -> None:
     """Makes the watcher gauges read the hub at scrape time."""

@@ -3,7 +3,10 @@
 Events are pulled in batches from the durable consumer `tasks-progress` and folded in one
 transaction per batch (see `fold`); they are acknowledged only after the commit, so a crash
 or a database outage redelivers them and the fold's fencing makes the repeat harmless.
-Undecodable events are logged and terminated: they can never fold.
+An event that can never fold (undecodable, failing `fold.event_problem`, or refused by the
+database for its own content) is terminated with an `event_rejected` log line and a count
+in `kiln_tasks_events_rejected_total`; a failing batch is folded again one event at a time,
+so one such event never holds back the others of its batch nor the consumer.
 
 Max-deliveries advisories (a job that reached the consumer's max_deliver, such as one that
 kills its workers) are pulled from `tasks-advisories`: the job is read from the JOBS stream
@@ -23,6 +26,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import errors as js_errors
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kiln.common import bus, pull
@@ -116,28 +120,91 @@ class ProgressConsumer(_PullLoop):
         self.folded = 0
 
     async def handle(self, messages: Sequence[Msg]) -> None:
-        """Folds one batch in one transaction, then acknowledges it."""
-        events = []
+        """Folds one batch in one transaction, then acknowledges it.
+
+        Events that can never fold are terminated and counted first. If the batch still
+        fails, its events are folded one by one, so only the one that breaks the fold is
+        terminated and the rest of its batch goes on.
+        """
+        batch: list[tuple[Msg, jobs_pb2.SubtaskEvent]] = []
         for message in messages:
             event = jobs_pb2.SubtaskEvent()
             try:
                 event.ParseFromString(message.data)
             except Exception:
-                event.Clear()
-            if not event.subtask_id or event.attempt < 1:
-                log.warning("event_undecodable", subject=message.subject)
-                await message.term()
+                await self._reject(message, "undecodable", "not a SubtaskEvent")
                 continue
-            events.append(event)
-        outcome = fold.Outcome()
-        if events:
-            async with self._engine.begin() as conn:
-                outcome = await fold.apply(conn, fold.collapse(events))
+            problem = fold.event_problem(event)
+            if problem is not None:
+                await self._reject(message, "invalid", problem, event)
+                continue
+            batch.append((message, event))
+        if not batch:
+            return
+        try:
+            await self._fold_and_ack(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if len(batch) == 1 and not _blames_event(exc):
+                raise  # the database, not the event: redelivered after a pause
+            log.warning("event_batch_failed", events=len(batch), error=type(exc).__name__)
+            await self._fold_one_by_one(batch)
+
+    async def _fold_and_ack(self, batch: Sequence[tuple[Msg, jobs_pb2.SubtaskEvent]]) -> None:
+        async with self._engine.begin() as conn:
+            outcome = await fold.apply(conn, fold.collapse(event for _, event in batch))
         # Watchers hear of the commit before the acks go out: the acks only stop redelivery.
         await self._announce(outcome)
-        for message in messages:
+        for message, _ in batch:
             await message.ack()
-        self.folded += len(events)
+        self.folded += len(batch)
+
+    async def _fold_one_by_one(self, batch: Sequence[tuple[Msg, jobs_pb2.SubtaskEvent]]) -> None:
+        for position, (message, event) in enumerate(batch):
+            try:
+                await self._fold_and_ack([(message, event)])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not _blames_event(exc):
+                    # The database is failing: everything left comes back after a pause.
+                    log.warning("event_fold_failed", error=type(exc).__name__)
+                    for rest, _ in batch[position:]:
+                        with contextlib.suppress(Exception):
+                            await rest.nak(delay=1.0)
+                    await asyncio.sleep(0.5)
+                    return
+                await self._reject(message, "unfoldable", type(exc).__name__, event)
+
+    async def _reject(
+        self,
+        message: Msg,
+        reason: str,
+        problem: str,
+        event: jobs_pb2.SubtaskEvent | None = None,
+    ) -> None:
+        """Terminates an event that can never fold, with a log line and a count."""
+        metrics.EVENTS_REJECTED.labels(reason=reason).inc()
+        log.warning(
+            "event_rejected",
+            reason=reason,
+            problem=problem,
+            subject=message.subject,
+            # Caller-made text goes into the log cut short.
+            subtask_id=event.subtask_id[:64] if event is not None else None,
+            attempt=event.attempt if event is not None else None,
+        )
+        await message.term()
+
+
+def _blames_event(exc: Exception) -> bool:
+    """Whether `exc` says the event itself cannot be stored (so retrying cannot help),
+    rather than the database being away, busy or deadlocked (which a retry outlives)."""
+    return isinstance(
+        exc,
+        sa_exc.DataError | sa_exc.IntegrityError | ValueError | TypeError | OverflowError,
+    )
 
 
 class AdvisoryConsumer(_PullLoop):
@@ -159,9 +226,25 @@ class AdvisoryConsumer(_PullLoop):
         self._max_deliver = max_deliver
 
     async def handle(self, messages: Sequence[Msg]) -> None:
-        """Handles each advisory on its own."""
-        for message in messages:
-            await self._handle_one(message)
+        """Handles each advisory on its own; one whose job can never fold is terminated
+        (logged and counted) and the others go on."""
+        for position, message in enumerate(messages):
+            try:
+                await self._handle_one(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not _blames_event(exc):
+                    # The database is failing: the rest comes back after a pause.
+                    log.warning("advisory_failed", error=type(exc).__name__)
+                    for rest in messages[position:]:
+                        with contextlib.suppress(Exception):
+                            await rest.nak(delay=1.0)
+                    await asyncio.sleep(0.5)
+                    return
+                metrics.EVENTS_REJECTED.labels(reason="advisory").inc()
+                log.warning("advisory_rejected", problem=type(exc).__name__)
+                await message.term()
 
     async def _handle_one(self, message: Msg) -> None:
         try:
@@ -214,4 +297,10 @@ class AdvisoryConsumer(_PullLoop):
         except Exception:
             log.warning("job_undecodable", stream_seq=sequence)
             return None
-        return job if job.subtask_id else None
+        problem = fold.subtask_id_problem(job.subtask_id)
+        if problem is not None or job.attempt < 1:
+            # Not one of ours: there is no subtask to fail, only the message to drop.
+            metrics.EVENTS_REJECTED.labels(reason="advisory").inc()
+            log.warning("advisory_rejected", stream_seq=sequence, problem=problem or "attempt")
+            return None
+        return job

@@ -7,16 +7,13 @@ everything in one round trip.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import re
-import socket
-import urllib.parse
 from collections.abc import Iterator, Sequence
 
 from kiln.common import errors, ratios
-from tasks import expansion
+from tasks import expansion, webhook_target
 from tasks import spec as task_spec
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -254,23 +251,11 @@ def _check_webhook(
 
 
 def webhook_url_problem(url: str, limits: task_spec.Limits) -> str | None:
-    """Why `url` cannot be a webhook target, or None when it can.
-
-    Only the URL's own host is judged: a DNS name that resolves to a private address
-    passes here and must be refused by the webhook sender, which resolves the name at
-    delivery time and checks every address with `address_refusal`.
-    """
+    """Why `url` cannot be a webhook target, or None when it can (see `webhook_target`)."""
     problem = _url_text_problem(url, limits.max_webhook_url_len)
     if problem is not None:
         return problem
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:  # e.g. an unclosed `[` around an IPv6 host
-        return "is not a valid URL"
-    problem = _url_parts_problem(parts)
-    if problem is not None or limits.allow_private_webhooks:
-        return problem
-    return host_refusal(_host(parts))
+    return webhook_target.url_problem(url, allow_private=limits.allow_private_webhooks)
 
 
 def _url_text_problem(url: str, max_len: int) -> str | None:
@@ -281,61 +266,4 @@ def _url_text_problem(url: str, max_len: int) -> str | None:
     # urlsplit quietly drops some of these characters; refuse them rather than guess.
     if _URL_FORBIDDEN.search(url):
         return "must not contain spaces or control characters"
-    return None
-
-
-def _url_parts_problem(parts: urllib.parse.SplitResult) -> str | None:
-    if parts.scheme not in ("http", "https"):
-        return "must be an absolute http or https URL"
-    try:
-        parts.port  # noqa: B018 -- reading it is what validates the port
-    except ValueError:
-        return "has an invalid port"
-    if not _host(parts):
-        return "must have a host"
-    return None
-
-
-def _host(parts: urllib.parse.SplitResult) -> str:
-    # A trailing dot marks a fully qualified name; `localhost.` is still localhost.
-    return (parts.hostname or "").removesuffix(".")
-
-
-def host_refusal(host: str) -> str | None:
-    """Why a webhook may not target `host` (a name or an IP literal), or None."""
-    host = host.lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return "must not point at localhost"
-    address = _ip_literal(host)
-    return None if address is None else address_refusal(address)
-
-
-def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    # HTTP clients hand the host to the C resolver, which also reads legacy IPv4 forms
-    # such as `127.1`, `0x7f.0.0.1` or `2130706433`; parse them the same way.
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
-        return None
-
-
-def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """Why a webhook may not be delivered to `address`, or None for a public address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        # ::ffff:127.0.0.1 reaches 127.0.0.1; judge the IPv4 address it carries.
-        address = address.ipv4_mapped
-    if address.is_unspecified:
-        return "must not point at an unspecified address"
-    if address.is_loopback:
-        return "must not point at a loopback address"
-    if address.is_link_local:
-        return "must not point at a link-local address"
-    if address.is_private:
-        return "must not point at a private address"
-    if address.is_multicast or not address.is_global:
-        return "must point at a public address"
     return None

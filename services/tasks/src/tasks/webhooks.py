@@ -10,22 +10,26 @@ JSON body with headers
     Kiln-Webhook-Timestamp: <unix seconds>
     Kiln-Webhook-Signature: hex(HMAC-SHA256(secret, f"{timestamp}.{body}"))
 
-and records every attempt. A 2xx ends the delivery; anything else is retried with doubling
-delays until the attempt limit. Targets are resolved at delivery time and refused when any
-address is private or loopback, unless the config allows those. The secret is never logged.
+and records every attempt: the attempt row is written (and the delivery leased) before the
+POST and completed after it, so a crash in between leaves a record, never a silent repeat.
+A 2xx ends the delivery; anything else is retried with doubling delays until the attempt
+limit. Each delivery fails on its own: a bad URL, a failed lookup or any error while
+sending is that delivery's failed attempt and never stops the others. Targets are resolved
+once per attempt, refused when any address is not public (unless the config allows private
+ones), and the POST goes to the checked address (`webhook_target`). The secret is never
+logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
+import ssl
 import time
-import urllib.parse
 import uuid
 from typing import Any
 
@@ -34,7 +38,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tasks import metrics, model, store, validation
+from tasks import metrics, model, store, webhook_target
 
 log = structlog.get_logger("tasks.webhooks")
 
@@ -88,16 +92,64 @@ def sign(secret: str, timestamp: str, body: str) -> str:
     return hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
 
 
+_EXHAUSTED = """
+UPDATE tasks.webhook_deliveries SET state = 'failed', update_time = now(),
+    last_status = NULL, last_error = :error
+WHERE state = 'pending' AND next_attempt_time <= now() AND attempts >= :max_attempts
+"""
+
 _CLAIM = """
 SELECT d.id, d.task_id, d.event, d.payload, d.attempts, t.webhook_url, t.webhook_secret
 FROM tasks.webhook_deliveries d JOIN tasks.tasks t ON t.id = d.task_id
-WHERE d.state = 'pending' AND d.next_attempt_time <= now()
+WHERE d.state = 'pending' AND d.next_attempt_time <= now() AND d.attempts < :max_attempts
 ORDER BY d.next_attempt_time LIMIT :limit FOR UPDATE OF d SKIP LOCKED
 """
 
+_START_ATTEMPT = """
+INSERT INTO tasks.webhook_attempts (delivery_id, attempt, error, duration_ms)
+VALUES (CAST(:id AS uuid), :attempt, :error, 0) RETURNING id
+"""
+
+_LEASE = """
+UPDATE tasks.webhook_deliveries SET attempts = :attempt, update_time = now(),
+    next_attempt_time = now() + make_interval(secs => :lease)
+WHERE id = CAST(:id AS uuid)
+"""
+
+UNFINISHED = "no outcome recorded (the sender stopped during the attempt)"
+"""What an attempt row says until its outcome replaces it: if the process dies in
+between, the row stays, so a POST is never repeated without a record of the earlier one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One claimed delivery: its row and the number and record id of this attempt."""
+
+    row: dict[str, Any]
+    number: int
+    record_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """How an attempt ended."""
+
+    status: int | None = None
+    error: str | None = None
+    duration_ms: int = 0
+    final: bool = False
+    """True when retrying cannot help (the target is refused or the URL unusable)."""
+
 
 class Sender:
-    """Sends due webhook deliveries until stopped."""
+    """Sends due webhook deliveries until stopped.
+
+    Each claimed delivery is recorded as an attempt (and leased) before anything is sent,
+    then sent and its outcome recorded on its own: any error of one delivery, in its URL,
+    its lookup, its POST or its record, is a failed attempt of that delivery alone.
+    `resolver` looks names up and `verify` is the TLS trust; both default to the system's
+    (tests answer lookups themselves and trust their own CA).
+    """
 
     def __init__(
         self,
@@ -108,14 +160,29 @@ class Sender:
         max_attempts: int,
         backoff: float,
         poll: float,
+        resolver: webhook_target.Resolver = webhook_target.system_resolver,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._engine = engine
         self._allow_private = allow_private
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._poll = poll
+        self._resolve = resolver
+        self._timeout = timeout
+        # Past the lease an unfinished attempt (its process died) is tried again.
+        self._lease = 3 * timeout + 10
         self._wake = asyncio.Event()
-        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        # No pooled connections: a connection opened for one host name (TLS verified for
+        # it) must never carry a request for another name that resolves to the same
+        # address. No proxies from the environment: they would resolve the name again.
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,
+            verify=verify,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     def wake(self) -> None:
         """Looks for due deliveries now (call after committing one)."""
@@ -142,24 +209,81 @@ class Sender:
 
     async def send_due(self, limit: int = 20) -> int:
         """Sends up to `limit` due deliveries concurrently; returns how many were tried."""
-        async with self._engine.begin() as conn:
-            rows = (await conn.execute(text(_CLAIM), {"limit": limit})).mappings().all()
-            if not rows:
-                return 0
-            outcomes = await asyncio.gather(*(self._post(dict(r)) for r in rows))
-            for row, (status, error, duration_ms) in zip(rows, outcomes, strict=True):
-                await self._record(conn, dict(row), status, error, duration_ms)
-        return len(rows)
+        attempts = await self._claim(limit)
+        await asyncio.gather(*(self._deliver(attempt) for attempt in attempts))
+        return len(attempts)
 
-    async def _post(self, row: dict[str, Any]) -> tuple[int | None, str | None, int]:
+    async def _claim(self, limit: int) -> list[Attempt]:
+        """Records an unfinished attempt for each due delivery and leases it, in one short
+        transaction, before any of them is sent."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                text(_EXHAUSTED), {"error": UNFINISHED, "max_attempts": self._max_attempts}
+            )
+            rows = (
+                (
+                    await conn.execute(
+                        text(_CLAIM), {"limit": limit, "max_attempts": self._max_attempts}
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            attempts = []
+            for row in rows:
+                number = int(row["attempts"]) + 1
+                ids = {"id": str(row["id"]), "attempt": number}
+                record_id = await conn.scalar(text(_START_ATTEMPT), {**ids, "error": UNFINISHED})
+                await conn.execute(text(_LEASE), {**ids, "lease": self._lease})
+                attempts.append(Attempt(dict(row), number, int(record_id or 0)))
+        return attempts
+
+    async def _deliver(self, attempt: Attempt) -> None:
         started = time.perf_counter()
-        url: str = row["webhook_url"] or ""
-        refusal = None if self._allow_private else await _target_refusal(url)
-        if refusal is not None:
-            return None, f"refused: {refusal}", 0
+        try:
+            # One deadline for the whole attempt: httpx times each read on its own, so a
+            # target that trickles its answer a byte at a time would otherwise hold the
+            # round, and every other delivery in it, for as long as it likes.
+            async with asyncio.timeout(self._timeout):
+                result = await self._post(attempt.row)
+        except TimeoutError:
+            result = Result(
+                error=f"timeout: no answer within {self._timeout:g} s", duration_ms=_ms(started)
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Whatever breaks in one delivery is that delivery's failed attempt.
+            result = Result(error=f"error: {type(exc).__name__}", duration_ms=_ms(started))
+        try:
+            await self._record(attempt, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The attempt row keeps saying it has no outcome; the lease brings it back.
+            log.warning(
+                "webhook_record_failed",
+                delivery_id=str(attempt.row["id"]),
+                error=type(exc).__name__,
+            )
+
+    async def _post(self, row: dict[str, Any]) -> Result:
+        started = time.perf_counter()
+        try:
+            target = webhook_target.parse(row["webhook_url"] or "")
+            addresses = await webhook_target.checked_addresses(
+                target, self._resolve, allow_private=self._allow_private
+            )
+        except webhook_target.LookupFailed as exc:
+            return Result(error=str(exc), duration_ms=_ms(started))
+        except webhook_target.Refused as exc:
+            return Result(error=f"refused: {exc}", final=True)
+        except webhook_target.TargetError as exc:
+            return Result(error=f"invalid URL: {exc}", final=True)
         timestamp = str(int(time.time()))
         body: str = row["payload"]
         headers = {
+            "Host": target.host_header,
             "Content-Type": "application/json",
             "User-Agent": "kiln-webhooks/1",
             "Kiln-Webhook-Id": str(row["id"]),
@@ -167,60 +291,67 @@ class Sender:
             "Kiln-Webhook-Timestamp": timestamp,
             "Kiln-Webhook-Signature": sign(row["webhook_secret"] or "", timestamp, body),
         }
-        try:
-            response = await self._client.post(url, content=body.encode(), headers=headers)
-        except httpx.HTTPError as exc:
-            return None, type(exc).__name__, _ms(started)
-        return response.status_code, None, _ms(started)
+        # Connect to a checked address; TLS still sends and verifies the URL's name.
+        extensions = {"sni_hostname": target.host} if target.literal is None else {}
+        error = "no address"
+        for address in addresses:
+            try:
+                response = await self._client.post(
+                    webhook_target.pinned_url(target, address),
+                    content=body.encode(),
+                    headers=headers,
+                    extensions=extensions,
+                )
+            except httpx.ConnectError:
+                error = "ConnectError"
+                continue  # nothing was sent: the next checked address may answer
+            except httpx.HTTPError as exc:
+                return Result(error=type(exc).__name__, duration_ms=_ms(started))
+            return Result(status=response.status_code, duration_ms=_ms(started))
+        return Result(error=error, duration_ms=_ms(started))
 
-    async def _record(
-        self,
-        conn: AsyncConnection,
-        row: dict[str, Any],
-        status: int | None,
-        error: str | None,
-        duration_ms: int,
-    ) -> None:
-        attempt = int(row["attempts"]) + 1
-        ok = status is not None and 200 <= status < 300
-        refused = error is not None and error.startswith("refused")
-        if ok:
+    async def _record(self, attempt: Attempt, result: Result) -> None:
+        row, number = attempt.row, attempt.number
+        status, error = result.status, result.error
+        if status is not None and 200 <= status < 300:
             state = "delivered"
-        elif refused or attempt >= self._max_attempts:
+        elif result.final or number >= self._max_attempts:
             state = "failed"
         else:
             state = "pending"
-        delay = min(self._backoff * 2 ** (attempt - 1), self._backoff * 64)
-        await conn.execute(
-            text(
-                "INSERT INTO tasks.webhook_attempts (delivery_id, attempt, status_code, error, "
-                "duration_ms) VALUES (CAST(:id AS uuid), :a, :s, :e, :d)"
-            ),
-            {"id": str(row["id"]), "a": attempt, "s": status, "e": error, "d": duration_ms},
-        )
-        await conn.execute(
-            text(
-                "UPDATE tasks.webhook_deliveries SET attempts = :a, state = :st, "
-                "last_status = :s, last_error = :e, update_time = now(), "
-                "next_attempt_time = now() + make_interval(secs => :delay) "
-                "WHERE id = CAST(:id AS uuid)"
-            ),
-            {
-                "id": str(row["id"]),
-                "a": attempt,
-                "st": state,
-                "s": status,
-                "e": error,
-                "delay": delay,
-            },
-        )
+        delay = min(self._backoff * 2 ** (number - 1), self._backoff * 64)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE tasks.webhook_attempts SET status_code = :s, error = :e, "
+                    "duration_ms = :d WHERE id = :record"
+                ),
+                {"record": attempt.record_id, "s": status, "e": error, "d": result.duration_ms},
+            )
+            # Only while no later attempt took the delivery over (after a lost lease).
+            await conn.execute(
+                text(
+                    "UPDATE tasks.webhook_deliveries SET state = :st, "
+                    "last_status = :s, last_error = :e, update_time = now(), "
+                    "next_attempt_time = now() + make_interval(secs => :delay) "
+                    "WHERE id = CAST(:id AS uuid) AND attempts = :a AND state = 'pending'"
+                ),
+                {
+                    "id": str(row["id"]),
+                    "a": number,
+                    "st": state,
+                    "s": status,
+                    "e": error,
+                    "delay": delay,
+                },
+            )
         metrics.WEBHOOK_ATTEMPTS.labels(outcome=state).inc()
         log.info(
             "webhook_attempted",
             delivery_id=str(row["id"]),
             task_id=str(row["task_id"]),
             webhook_event=row["event"],
-            attempt=attempt,
+            attempt=number,
             status_code=status,
             error=error,
             outcome=state,
@@ -229,24 +360,3 @@ class Sender:
 
 def _ms(started: float) -> int:
     return round((time.perf_counter() - started) * 1000)
-
-
-async def _target_refusal(url: str) -> str | None:
-    """Why `url` may not be called now: its host resolves to a refused address."""
-    parts = urllib.parse.urlsplit(url)
-    host = (parts.hostname or "").removesuffix(".")
-    refusal = validation.host_refusal(host)
-    if refusal is not None:
-        return refusal
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
-        return None  # the POST fails and is retried like any unreachable target
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        refusal = validation.address_refusal(address)
-        if refusal is not None:
-            return refusal
-    return None
