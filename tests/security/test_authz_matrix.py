@@ -66,6 +66,7 @@ MATRIX: dict[str, tuple[grpc.StatusCode, ...]] = {
     "AuthService.ListUsers": ADMIN_ONLY,
     "AuthService.GetUser": ADMIN_ONLY,
     "AuthService.UpdateUser": ADMIN_ONLY,
+    "AuthService.CreateUser": ADMIN_ONLY,
     "TaskService.CreateTask": ANY_USER,
     "TaskService.GetTask": OWNED,
     "TaskService.ListTasks": ANY_USER,  # each user sees their own; the admin all
@@ -162,6 +163,11 @@ REQUESTS: dict[str, Builder] = {
     "AuthService.UpdateUser": lambda w, c: auth_pb2.UpdateUserRequest(
         user=auth_pb2.User(id=w.owner.user_id, display_name="renamed by matrix"),
         update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+    ),
+    "AuthService.CreateUser": lambda w, c: auth_pb2.CreateUserRequest(
+        email=f"made-{rpcs.random_id()[:8]}@example.com",
+        password="a long enough password",
+        display_name="made by matrix",
     ),
     "TaskService.CreateTask": lambda w, c: tasks_pb2.CreateTaskRequest(
         task_name="matrix",

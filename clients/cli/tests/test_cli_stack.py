@@ -136,8 +136,8 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180)
 def test_admin_flow(stack: KilnStack, tmp_path: Path) -> None:
-    """An admin lists and updates users, creates an API key that a script then uses,
-    sees queues and workers, pauses and resumes a queue; a plain user is refused."""
+    """An admin lists, creates and updates users, creates an API key that a script then
+    uses, sees queues and workers, pauses and resumes a queue; a plain user is refused."""
     user_email = f"plain-{uuid.uuid4().hex[:8]}@example.com"
     stack.token(user_email)
     admin = Cli(stack, tmp_path / "admin")
@@ -148,6 +148,14 @@ def test_admin_flow(stack: KilnStack, tmp_path: Path) -> None:
     user_id = users[0]["id"]
     updated = admin.json("users", "update", user_id, "--name", "Renamed")
     assert updated["display_name"] == "Renamed"
+    made_email = f"made-{uuid.uuid4().hex[:8]}@example.com"
+    made = admin.run(
+        "users", "create", made_email, "--role", "admin", "--password-stdin", "--json",
+        stdin=USER_PASSWORD,
+    )  # fmt: skip
+    assert json.loads(made.stdout)["role"] == "ROLE_ADMIN"
+    made_cli = Cli(stack, tmp_path / "made")
+    made_cli.run("login", "--email", made_email, "--password-stdin", stdin=USER_PASSWORD)
 
     created = admin.json("api-keys", "create", "ci-bot", "--role", "user", "--user-id", user_id)
     secret = created["secret"]

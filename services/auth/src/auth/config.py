@@ -113,6 +113,34 @@ class AuthConfig(ServerSettings, DatabaseSettings, TokenSettings):
         check=positive,
     )
 
+    self_registration: bool = setting(
+        "AUTH_SELF_REGISTRATION",
+        "Whether anyone may create an account with Register; when false, Register is refused "
+        "(PERMISSION_DENIED) and admins create accounts with CreateUser.",
+        True,
+    )
+    register_max_per_address: int = setting(
+        "AUTH_REGISTER_MAX_PER_ADDRESS",
+        "Register calls from one client address within AUTH_LOGIN_FAILURE_WINDOW_SECONDS "
+        "before the address is refused (RESOURCE_EXHAUSTED) for AUTH_LOGIN_LOCKOUT_SECONDS.",
+        20,
+        check=positive,
+    )
+    register_max_concurrent_hashes: int = setting(
+        "AUTH_REGISTER_MAX_CONCURRENT_HASHES",
+        "Password hashes Register and CreateUser compute at once; the rest wait, so a burst "
+        "of registrations leaves CPU for Login.",
+        1,
+        check=positive,
+    )
+    register_max_waiting: int = setting(
+        "AUTH_REGISTER_MAX_WAITING",
+        "Registrations that may wait for a hashing slot; past it Register is refused at once "
+        "with RESOURCE_EXHAUSTED.",
+        16,
+        check=non_negative,
+    )
+
     bootstrap_admin_email: str = setting(
         "AUTH_BOOTSTRAP_ADMIN_EMAIL",
         "If set, this admin is created at start unless the email is already registered.",

@@ -19,6 +19,7 @@ from kiln.common import errors
 from kiln.common.principal import Role
 
 _USER_COLUMNS = [c for c in users.c if c.name != "password_hash"]
+EMAIL_TAKEN = "an account with this email already exists"
 
 
 def _user(row: Mapping[Any, Any]) -> User:
@@ -67,7 +68,7 @@ async def insert(
             await conn.execute(users.insert().values(values))
     except IntegrityError as exc:
         if _is_duplicate_email(exc):
-            raise errors.AlreadyExists("an account with this email already exists") from None
+            raise errors.AlreadyExists(EMAIL_TAKEN) from None
         raise
     return _user(values)
 
@@ -79,6 +80,12 @@ async def get(conn: AsyncConnection, user_id: uuid.UUID, *, lock: bool = False) 
         query = query.with_for_update()
     row = (await conn.execute(query)).mappings().first()
     return _user(row) if row else None
+
+
+async def email_taken(conn: AsyncConnection, email: str) -> bool:
+    """Whether an account with `email` exists."""
+    found = await conn.scalar(sa.select(sa.literal(1)).where(users.c.email == email))
+    return found is not None
 
 
 async def get_with_hash(conn: AsyncConnection, email: str) -> tuple[User, str] | None:
