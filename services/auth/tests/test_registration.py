@@ -38,10 +38,10 @@ async def server_with(migrated_database: str) -> AsyncIterator[ServerFactory]:
         await stop_server(server)
 
 
-async def code_of(call: object) -> grpc.StatusCode:
+async def code_of(call: Awaitable[object]) -> grpc.StatusCode:
     """The code an awaited call ends with."""
     try:
-        await call  # an awaitable gRPC call
+        await call
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK

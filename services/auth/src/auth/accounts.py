@@ -162,7 +162,8 @@ async def get_user(core: Core, user_id: str) -> User:
 
 async def update_user(core: Core, user_id: str, changes: UserChanges) -> User:
     """Applies `changes`. Deactivating revokes the user's refresh tokens and API keys in the
-    same transaction; their access tokens keep working until they expire."""
+    same transaction; a new role or active flag is then published, so every service refuses
+    the lost powers of tokens already issued within seconds."""
     caller = await require_admin(core)
     parsed = validation.parse_id("user.id", user_id)
     values: dict[str, Any] = {}
@@ -188,8 +189,12 @@ async def update_user(core: Core, user_id: str, changes: UserChanges) -> User:
         if before.active and not after.active:
             tokens = await refresh.revoke_user(conn, parsed, now)
             keys = await apikeys.revoke_user(conn, parsed, now)
+            # Reactivating later must not bring the old access tokens back to life.
+            await users.refuse_tokens_before(conn, parsed, now)
             log.info("user_deactivated", user_id=str(parsed), refresh_tokens_revoked=tokens,
                      api_keys_revoked=keys)  # fmt: skip
+    if (before.role, before.active) != (after.role, after.active):
+        core.account_changed(parsed)
     log.info("user_updated", user_id=str(parsed), fields=sorted(values), by=caller.user_id)
     return after
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import uuid
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +15,10 @@ from auth.issuer import TokenIssuer
 from auth.keys import KeyRing
 from auth.passwords import HashParameters, PasswordHasher
 from auth.throttle import Limits, Throttle
+
+
+def _publish_nowhere(_user_id: uuid.UUID) -> None:
+    """Stands in for the account publisher where there is none (the create-admin command)."""
 
 
 def utc_now() -> datetime.datetime:
@@ -32,6 +37,8 @@ class Core:
     refresh_ttl: datetime.timedelta
     new_account_hashes: HashGate
     self_registration: bool = True
+    account_changed: Callable[[uuid.UUID], None] = _publish_nowhere
+    """Called after a committed change other services must learn (role, active, sign-out)."""
     clock: Callable[[], datetime.datetime] = utc_now
 
 

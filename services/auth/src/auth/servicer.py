@@ -166,7 +166,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Logout(
         self, request: auth_pb2.LogoutRequest, context: Context
     ) -> auth_pb2.LogoutResponse:
-        await sessions.logout(self._core, principal.current(), request.refresh_token)
+        await sessions.logout(
+            self._core, principal.current(), request.refresh_token, request.all_sessions
+        )
         return auth_pb2.LogoutResponse()
 
     async def GetCurrentUser(

@@ -49,6 +49,8 @@ def make_config(database_url: str, **overrides: str) -> AuthConfig:
     """An AuthConfig for tests: port 0, cheap hashing, a fixed key, generous address limits."""
     environ = {
         "DATABASE_URL": database_url,
+        # No NATS unless a test names one: port 1 refuses at once, never a stranger's server.
+        "NATS_URL": "nats://127.0.0.1:1",
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": "0",
         "SHUTDOWN_DELAY_SECONDS": "0",

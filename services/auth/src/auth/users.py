@@ -16,9 +16,10 @@ from auth import paging
 from auth.models import User
 from auth.tables import users
 from kiln.common import errors
+from kiln.common.account_states import AccountState
 from kiln.common.principal import Role
 
-_USER_COLUMNS = [c for c in users.c if c.name != "password_hash"]
+_USER_COLUMNS = [c for c in users.c if c.name not in ("password_hash", "tokens_not_before")]
 EMAIL_TAKEN = "an account with this email already exists"
 
 
@@ -151,3 +152,43 @@ async def page(
         )
     rows = (await conn.execute(query.limit(limit))).mappings().all()
     return [_user(row) for row in rows]
+
+
+def _state(row: Mapping[Any, Any]) -> AccountState:
+    not_before = row["tokens_not_before"]
+    return AccountState(
+        role=Role(row["role"]),
+        active=row["active"],
+        tokens_not_before=int(not_before.timestamp()) if not_before is not None else 0,
+    )
+
+
+_STATE_COLUMNS = (users.c.id, users.c.role, users.c.active, users.c.tokens_not_before)
+
+
+async def account_state(conn: AsyncConnection, user_id: uuid.UUID) -> AccountState | None:
+    """What other services must know about `user_id` now, or None when there is no such user."""
+    query = sa.select(*_STATE_COLUMNS).where(users.c.id == user_id)
+    row = (await conn.execute(query)).mappings().first()
+    return _state(row) if row else None
+
+
+async def account_states(conn: AsyncConnection) -> dict[str, AccountState]:
+    """Every user's account state, by user id (for the periodic full rewrite)."""
+    rows = (await conn.execute(sa.select(*_STATE_COLUMNS))).mappings().all()
+    return {str(row["id"]): _state(row) for row in rows}
+
+
+async def refuse_tokens_before(
+    conn: AsyncConnection, user_id: uuid.UUID, now: datetime.datetime
+) -> None:
+    """Every access token of `user_id` issued up to `now` stops counting.
+
+    A token's `iat` is a whole second, so the bound is the next whole second: a token issued
+    earlier in this same second is refused too (a sign-in in the rest of this second is
+    refused with it; that client signs in again a moment later).
+    """
+    bound = now.replace(microsecond=0) + datetime.timedelta(seconds=1)
+    await conn.execute(
+        users.update().where(users.c.id == user_id).values(tokens_not_before=bound, update_time=now)
+    )
