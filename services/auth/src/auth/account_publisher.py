@@ -29,6 +29,7 @@ from kiln.common.settings import NatsSettings
 
 log = structlog.get_logger("auth.account_publisher")
 
+_REPLAY_WAIT_SECONDS = 10.0
 _FAILURES = (
     nats.errors.Error,
     OSError,
@@ -75,6 +76,8 @@ class AccountPublisher:
         next_resync = loop.time()
         delay = self._retry_delay
         try:
+            # The resync writes only what differs from the bucket, so it needs the replay.
+            await self._states.wait_ready(_REPLAY_WAIT_SECONDS)
             while True:
                 self._wake.clear()
                 try:
@@ -85,6 +88,11 @@ class AccountPublisher:
                     await self._publish_pending(kv)
                 except _FAILURES as exc:
                     log.warning("account_publish_failed", error=type(exc).__name__)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._max_retry_delay)
+                    continue
+                except Exception:  # publishing must outlive any one bad round
+                    log.exception("account_publish_crashed")
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._max_retry_delay)
                     continue

@@ -20,6 +20,7 @@ the watch replays the whole bucket again once the connection is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 from typing import Any
@@ -139,6 +140,8 @@ class AccountStates:
                     self.replace_all({})
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 log.warning("account_states_watch_failed", error=type(exc).__name__)
+            except Exception:  # the watch must outlive any one bad round
+                log.exception("account_states_watch_crashed")
             await asyncio.sleep(retry_delay)
 
     async def _watch_once(self, nc: Client) -> None:
@@ -170,7 +173,9 @@ class AccountStates:
                 else:
                     self.apply(entry.key, state)
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            # On a closed connection unsubscribing fails; the subscription is gone anyway.
+            with contextlib.suppress(nats.errors.Error):
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
 
 def _decode(entry: KeyValue.Entry) -> AccountState | None:
