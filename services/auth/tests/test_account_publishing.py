@@ -131,3 +131,32 @@ async def test_logout_without_a_token_or_all_sessions_names_the_field(
         await auth.stub.Logout(auth_pb2.LogoutRequest(), metadata=account.metadata)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "all_sessions" in (caught.value.details() or "")
+
+
+async def test_periodic_resync_repairs_a_lost_record(
+    migrated_database: str, private_nats: NatsServer
+) -> None:
+    """A record that vanished from the bucket (a lost write, an operator's purge) is written
+    again from PostgreSQL by the next periodic resync."""
+    auth = await start_server(
+        make_config(
+            migrated_database, NATS_URL=private_nats.url, AUTH_ACCOUNTS_RESYNC_SECONDS="0.5"
+        )
+    )
+    try:
+        user = await auth.account()
+        expected = AccountState(Role.USER, True)
+        await eventually(
+            lambda: bucket_state(private_nats.url, user.user.id), lambda s: s == expected
+        )
+        nc = await jetstream.connect(NatsSettings(nats_url=private_nats.url), "test-operator")
+        try:
+            kv = await nc.jetstream().key_value(bus.ACCOUNTS_BUCKET)
+            await kv.delete(user.user.id)
+        finally:
+            await nc.close()
+        await eventually(
+            lambda: bucket_state(private_nats.url, user.user.id), lambda s: s == expected
+        )
+    finally:
+        await stop_server(auth)
