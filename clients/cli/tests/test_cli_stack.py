@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ tags: [cli]
 def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
     """login, create --watch to completion, list, get, subtasks, download with a manifest,
     image get, retry and cancel refused on a finished task, cancel of a running one,
-    delete, and a clear error for a missing task."""
+    delete, a clear error for a missing task, and `logout --everywhere` ending the
+    session of another device within seconds."""
     email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
     cli = Cli(stack, tmp_path / "config")
     registered = cli.run(
@@ -132,6 +134,15 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
     assert missing.returncode == 1
     assert missing.stderr.startswith("kiln: error: NOT_FOUND")
     assert len(missing.stderr.strip().splitlines()) == 1
+
+    other_device = Cli(stack, tmp_path / "other-device")
+    other_device.run("login", "--email", email, "--password-stdin", stdin=USER_PASSWORD)
+    assert "logged out everywhere" in cli.run("logout", "--everywhere").stdout
+    deadline = time.monotonic() + 10
+    while (ended := other_device.run("task", "list", check=False)).returncode == 0:
+        assert time.monotonic() < deadline, "the other session still works"
+        time.sleep(0.2)
+    assert ended.stderr.startswith("kiln: error: UNAUTHENTICATED"), ended.stderr
 
 
 @pytest.mark.timeout(180)
