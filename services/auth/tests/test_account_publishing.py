@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from nats.js import errors as js_errors
 
-from auth.testing import AuthServer, make_config, start_server, stop_server
+from auth.testing import AuthServer, bearer, make_config, start_server, stop_server
 from kiln.auth.v1 import auth_pb2
 from kiln.common import bus, jetstream
 from kiln.common.account_states import AccountState
@@ -59,7 +59,8 @@ async def test_changes_are_published_and_login_works_without_nats(
 ) -> None:
     """Auth starts and serves Login while NATS is down; when NATS comes up every account is
     written; then a demotion, a deactivation and a Logout(all_sessions) each reach the
-    bucket within seconds, with tokens_not_before at or after the moment of the change."""
+    bucket within seconds, with tokens_not_before after the moment of the change; a sign-in
+    right after the Logout works at once."""
     url = private_nats.url
     private_nats.stop()
     auth: AuthServer = await start_server(
@@ -105,6 +106,12 @@ async def test_changes_are_published_and_login_works_without_nats(
                 auth_pb2.RefreshTokenRequest(refresh_token=user.tokens.refresh_token)
             )
         assert refreshed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # Signing in again right away (even within the same second) starts a working session.
+        fresh = await auth.login(user.email)
+        me = await auth.stub.GetCurrentUser(
+            auth_pb2.GetCurrentUserRequest(), metadata=bearer(fresh.tokens.access_token)
+        )
+        assert me.user.id == user.user.id
 
         await auth.stub.UpdateUser(
             auth_pb2.UpdateUserRequest(

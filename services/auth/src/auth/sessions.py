@@ -74,7 +74,7 @@ async def login_with_password(
         if rehashed is not None:
             await users.set_password_hash(conn, user.id, rehashed, now)
         new_refresh = await refresh.issue(conn, user.id, now, core.refresh_ttl)
-    access = core.issuer.issue(user.id, user.email, user.role, now)
+    access = core.issuer.issue(user.id, user.email, user.role, now, user.tokens_not_before)
     log.info("login_succeeded", method="password", user_id=str(user.id),
              rehashed=rehashed is not None)  # fmt: skip
     pair = TokenPair(access.token, access.expire_time, new_refresh.token, new_refresh.expire_time)
@@ -116,7 +116,7 @@ async def login_with_api_key(core: Core, key: str, address: str | None) -> tuple
 
     # A key never grants more than its user has now: demoting the user demotes the key.
     role = min(api_key.role, user.role, key=_ROLE_RANK.__getitem__)
-    access = core.issuer.issue(user.id, user.email, role, now)
+    access = core.issuer.issue(user.id, user.email, role, now, user.tokens_not_before)
     log.info("login_succeeded", method="api_key", user_id=str(user.id), key_id=str(api_key.id))
     return TokenPair(access.token, access.expire_time), user
 
@@ -145,7 +145,7 @@ async def rotate(core: Core, token: str) -> TokenPair:
     if user is None or new_refresh is None:
         log.info("refresh_failed", outcome=outcome.value)
         raise errors.Unauthenticated(BAD_REFRESH_TOKEN)
-    access = core.issuer.issue(user.id, user.email, user.role, now)
+    access = core.issuer.issue(user.id, user.email, user.role, now, user.tokens_not_before)
     return TokenPair(access.token, access.expire_time, new_refresh.token, new_refresh.expire_time)
 
 

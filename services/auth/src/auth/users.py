@@ -19,7 +19,7 @@ from kiln.common import errors
 from kiln.common.account_states import AccountState
 from kiln.common.principal import Role
 
-_USER_COLUMNS = [c for c in users.c if c.name not in ("password_hash", "tokens_not_before")]
+_USER_COLUMNS = [c for c in users.c if c.name != "password_hash"]
 EMAIL_TAKEN = "an account with this email already exists"
 
 
@@ -32,6 +32,7 @@ def _user(row: Mapping[Any, Any]) -> User:
         active=row["active"],
         create_time=row["create_time"],
         update_time=row["update_time"],
+        tokens_not_before=row.get("tokens_not_before"),
     )
 
 
@@ -185,8 +186,8 @@ async def refuse_tokens_before(
     """Every access token of `user_id` issued up to `now` stops counting.
 
     A token's `iat` is a whole second, so the bound is the next whole second: a token issued
-    earlier in this same second is refused too (a sign-in in the rest of this second is
-    refused with it; that client signs in again a moment later).
+    earlier in this same second is refused too (one issued later in it is stamped with the
+    bound instead, see TokenIssuer.issue).
     """
     bound = now.replace(microsecond=0) + datetime.timedelta(seconds=1)
     await conn.execute(
