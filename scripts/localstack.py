@@ -4,6 +4,11 @@ Starts nats-server and PostgreSQL from the pip-installed binaries (data in `.dat
 between runs) unless NATS_URL / DATABASE_URL name servers to use, applies migrations,
 starts auth, tasks and one imagegen worker, waits until all report SERVING, prints how to
 reach them, and on Ctrl-C stops everything it started.
+
+Ports are never checked here and then bound by someone else: each service binds its
+preferred port itself, or a free one when that is taken (GRPC_PORT_FALLBACK), and writes the
+port it got to a file (GRPC_PORT_FILE). Only that port, of a child still alive, is probed and
+reported, so a server another program runs on a preferred port is never shown as ours.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 
 import psycopg
 
-from kiln.common.testing import NatsServer, PostgresServer, free_port, port_open
+from kiln.common.testing import NatsServer, PostgresServer
 from kiln.common.testing.services import ServiceProcess, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +72,35 @@ def ensure_database(server_url: str, name: str) -> str:
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def pick_port(preferred: int) -> int:
-    return preferred if not port_open("127.0.0.1", preferred, timeout=0.2) else free_port()
+def start_services(env: dict[str, str], logs: Path) -> list[ServiceProcess]:
+    """Starts every service, auth first (the others need its address), each on its
+    preferred port or a free one; returns them once all are SERVING. AssertionError, with
+    the log tail, when one exits or does not get there."""
+    processes: list[ServiceProcess] = []
+    try:
+        for name, module, args in SERVICES:
+            process = ServiceProcess(
+                module,
+                env,
+                args,
+                port=PORTS[name],
+                name=name,
+                log_path=logs / f"{name}.log",
+                learn_port=True,
+            )
+            processes.append(process)
+            process.start(wait=False)
+            if name == "auth":
+                env = {**env, "AUTH_TARGET": f"127.0.0.1:{process.wait_port(timeout=60)}"}
+        for process in processes:
+            process.wait_serving(timeout=60)
+            if process.port != PORTS[process.name]:
+                say(f"{process.name}: port {PORTS[process.name]} is taken; using {process.port}")
+    except BaseException:
+        for process in processes:
+            process.close()
+        raise
+    return processes
 
 
 def main() -> int:
@@ -105,22 +137,13 @@ def main() -> int:
             migrate(module, env)
         say("migrations applied")
 
-        ports = {name: pick_port(port) for name, port in PORTS.items()}
-        env["AUTH_TARGET"] = f"127.0.0.1:{ports['auth']}"
-        processes = []
-        for name, module, args in SERVICES:
-            process = ServiceProcess(
-                module,
-                env,
-                args,
-                port=ports[name],
-                name=name,
-                log_path=DATA / "logs" / f"{name}.log",
-            )
-            stack.callback(process.close)
-            processes.append(process.start(wait=False))
+        try:
+            processes = start_services(env, DATA / "logs")
+        except AssertionError as failure:
+            say(f"a service did not start; stopping:\n{failure}")
+            return 1
         for process in processes:
-            process.wait_serving(timeout=60)
+            stack.callback(process.close)
 
         say("all services are SERVING:")
         for process in processes:

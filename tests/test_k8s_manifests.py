@@ -1288,7 +1288,7 @@ def _misspell_setting(m: Manifests) -> None:
 
 def _give_auth_a_bus_setting(m: Manifests) -> None:
     container = m.get("Deployment", "auth")["spec"]["template"]["spec"]["containers"][0]
-    container["env"].append({"name": "NATS_URL", "value": "nats://nats:4222"})
+    container["env"].append({"name": "JOB_ACK_WAIT_SECONDS", "value": "30"})
 
 
 def _rename_policy_peer(m: Manifests) -> None:
@@ -1377,7 +1377,7 @@ MUTATIONS = [
     ("dev", _rename_config_map_reference, check_references, "ConfigMap 'kiln-buss'"),
     ("prod", _rename_secret_key, check_references, "no key 'DATABASE_URI'"),
     ("dev", _misspell_setting, check_settings, "AUTH_ACCESS_TOKEN_TTL is no setting"),
-    ("dev", _give_auth_a_bus_setting, check_settings, "NATS_URL is not read by auth"),
+    ("dev", _give_auth_a_bus_setting, check_settings, "JOB_ACK_WAIT_SECONDS is not read by auth"),
     ("prod", _rename_policy_peer, check_network_policies, "image-gen"),
     ("dev", _shorten_grace, check_shutdown, "Deployment/auth"),
     ("dev", _rename_nats_service, check_addresses, "no Service 'nats'"),

@@ -155,10 +155,25 @@ def deactivate(auth: Any, admin: Person, who: Person) -> None:
     )
 
 
+def wait_until_refused(tasks: Any, who: Person, seconds: float = 15.0) -> None:
+    """Waits until the tasks service refuses `who`'s token (a deactivation takes a moment to
+    travel through the auth_accounts bucket); fails after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            tasks.ListTasks(tasks_pb2.ListTasksRequest(), metadata=who.metadata, timeout=20)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                return
+            raise
+        assert time.monotonic() < deadline, "the deactivation did not reach the tasks service"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="package")
 def world(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A stack shared by the security tests, with an owner, another user, the admin, and a
-    user deactivated after signing in (whose access token still verifies until expiry)."""
+    user deactivated after signing in (whose unexpired access token every service refuses)."""
     data_dir: Path = tmp_path_factory.mktemp("security")
     # A NATS of its own: two stacks on one NATS share the job stream and event consumers,
     # and other tests start stacks on the session NATS while this one lives.
@@ -179,6 +194,7 @@ def world(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
             )  # fmt: skip
             world.create_task(deactivated)  # something of their own, made while active
             deactivate(auth, admin, deactivated)
+            wait_until_refused(world.tasks, deactivated)
             yield world
         finally:
             for channel in channels.values():

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ tags: [cli]
 def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
     """login, create --watch to completion, list, get, subtasks, download with a manifest,
     image get, retry and cancel refused on a finished task, cancel of a running one,
-    delete, and a clear error for a missing task."""
+    delete, a clear error for a missing task, and `logout --everywhere` ending the
+    session of another device within seconds."""
     email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
     cli = Cli(stack, tmp_path / "config")
     registered = cli.run(
@@ -133,11 +135,20 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
     assert missing.stderr.startswith("kiln: error: NOT_FOUND")
     assert len(missing.stderr.strip().splitlines()) == 1
 
+    other_device = Cli(stack, tmp_path / "other-device")
+    other_device.run("login", "--email", email, "--password-stdin", stdin=USER_PASSWORD)
+    assert "logged out everywhere" in cli.run("logout", "--everywhere").stdout
+    deadline = time.monotonic() + 10
+    while (ended := other_device.run("task", "list", check=False)).returncode == 0:
+        assert time.monotonic() < deadline, "the other session still works"
+        time.sleep(0.2)
+    assert ended.stderr.startswith("kiln: error: UNAUTHENTICATED"), ended.stderr
+
 
 @pytest.mark.timeout(180)
 def test_admin_flow(stack: KilnStack, tmp_path: Path) -> None:
-    """An admin lists and updates users, creates an API key that a script then uses,
-    sees queues and workers, pauses and resumes a queue; a plain user is refused."""
+    """An admin lists, creates and updates users, creates an API key that a script then
+    uses, sees queues and workers, pauses and resumes a queue; a plain user is refused."""
     user_email = f"plain-{uuid.uuid4().hex[:8]}@example.com"
     stack.token(user_email)
     admin = Cli(stack, tmp_path / "admin")
@@ -148,6 +159,14 @@ def test_admin_flow(stack: KilnStack, tmp_path: Path) -> None:
     user_id = users[0]["id"]
     updated = admin.json("users", "update", user_id, "--name", "Renamed")
     assert updated["display_name"] == "Renamed"
+    made_email = f"made-{uuid.uuid4().hex[:8]}@example.com"
+    made = admin.run(
+        "users", "create", made_email, "--role", "admin", "--password-stdin", "--json",
+        stdin=USER_PASSWORD,
+    )  # fmt: skip
+    assert json.loads(made.stdout)["role"] == "ROLE_ADMIN"
+    made_cli = Cli(stack, tmp_path / "made")
+    made_cli.run("login", "--email", made_email, "--password-stdin", stdin=USER_PASSWORD)
 
     created = admin.json("api-keys", "create", "ci-bot", "--role", "user", "--user-id", user_id)
     secret = created["secret"]

@@ -64,6 +64,8 @@ CALLS: dict[str, Build] = {
         auth_pb2.UpdateUserRequest(user=auth_pb2.User(id=t, display_name=t),
                                    update_mask=field_mask_pb2.FieldMask(paths=[t])),
         metadata=u.metadata),
+    "CreateUser": lambda a, u, t: a.stub.CreateUser(
+        auth_pb2.CreateUserRequest(email=t, password=t, display_name=t), metadata=u.metadata),
     "GetCurrentUser/token": lambda a, _u, t: a.stub.GetCurrentUser(
         auth_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {header(t)}"),)),
 }  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import hashlib
 import hmac
 import json
@@ -23,6 +24,7 @@ from auth import keys
 from auth.testing import SIGNING_KEY, Account, AuthServer
 from kiln.auth.v1 import auth_pb2
 from kiln.common import jwks, tokens
+from kiln.common.principal import Role
 from kiln.common.tokens import TokenVerifier
 
 KID = keys.thumbprint(SIGNING_KEY.public_key())
@@ -200,3 +202,20 @@ async def test_jwks_key_source_fetches_from_the_real_service_once(auth: AuthServ
         with pytest.raises(Exception, match="invalid or expired"):
             await verifier.verify(sign(claims_of(account), kid=f"kid-{uuid.uuid4().hex}"))
     assert source.fetch_count == 2
+
+
+async def test_token_issued_in_the_second_of_a_sign_out_is_stamped_after_it(
+    auth: AuthServer,
+) -> None:
+    """A token issued in the same second as a "log out everywhere" carries iat (and nbf) of
+    the next second, the account's tokens_not_before, so the sign-out does not refuse it; a
+    token issued later keeps its own time."""
+    issuer = auth.app.core.issuer
+    now = datetime.datetime(2026, 12, 5, 12, 0, 0, 400_000, tzinfo=datetime.UTC)
+    bound = now.replace(microsecond=0) + datetime.timedelta(seconds=1)
+    token = issuer.issue(uuid.uuid4(), "a@example.com", Role.USER, now, bound).token
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["iat"] == claims["nbf"] == int(bound.timestamp())
+    later = now + datetime.timedelta(seconds=30)
+    token = issuer.issue(uuid.uuid4(), "a@example.com", Role.USER, later, bound).token
+    assert jwt.decode(token, options={"verify_signature": False})["iat"] == int(later.timestamp())

@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 
-from auth import apikeys, paging, refresh, users, validation
+from auth import apikeys, paging, refresh, throttle, users, validation
 from auth.core import Core
 from auth.models import Page, User
 from auth.passwords import policy_violations
@@ -26,10 +26,47 @@ class UserChanges:
     active: bool | None = None
 
 
+REGISTRATION_CLOSED = (
+    "self-registration is closed on this server; ask an administrator to create your account"
+)
+
+
 async def register(
-    core: Core, email: str, password: str, display_name: str, role: Role = Role.USER
+    core: Core, email: str, password: str, display_name: str, address: str | None
 ) -> User:
-    """Creates an active account; ALREADY_EXISTS when the email is taken."""
+    """Self-registration of a `user` account, throttled per client address.
+
+    PERMISSION_DENIED when the operator closed it (AUTH_SELF_REGISTRATION=false);
+    RESOURCE_EXHAUSTED past the per-address limit; ALREADY_EXISTS when the email is taken.
+    """
+    if not core.self_registration:
+        raise errors.PermissionDenied(REGISTRATION_CLOSED)
+    if address is not None:
+        limit = core.throttle.limits.registrations_per_address
+        counted = {throttle.registration_key(address): limit}
+        async with core.engine.begin() as conn:
+            retry_after = await core.throttle.begin_attempt(conn, counted, core.clock())
+        if retry_after is not None:
+            log.info("register_throttled")
+            raise errors.ResourceExhausted(
+                "too many registrations from this address; try again later",
+                retry_after=retry_after,
+            )
+    return await create_account(core, email, password, display_name, Role.USER)
+
+
+async def create_user(
+    core: Core, email: str, password: str, display_name: str, role: Role | None
+) -> User:
+    """An admin creates an account with `role` (default `user`); works with
+    self-registration closed."""
+    caller = await require_admin(core)
+    user = await create_account(core, email, password, display_name, role or Role.USER)
+    log.info("user_created_by_admin", user_id=str(user.id), by=caller.user_id)
+    return user
+
+
+def _checked_fields(email: str, password: str, display_name: str) -> tuple[str, str]:
     email = validation.normalise_email(email)
     display_name = display_name.strip()
     validation.raise_if(
@@ -37,7 +74,24 @@ async def register(
         + policy_violations("password", password, email)
         + validation.name_violations("display_name", display_name)
     )
-    encoded = await core.hasher.hash(password)
+    return email, display_name
+
+
+async def create_account(
+    core: Core, email: str, password: str, display_name: str, role: Role
+) -> User:
+    """Creates an active account; ALREADY_EXISTS when the email is taken.
+
+    The email is looked up before the password is hashed, so a taken email costs no
+    argon2 work (the answer is ALREADY_EXISTS either way, so this reveals nothing new), and
+    the hash waits for a slot of the bounded gate, so registrations cannot crowd out Login.
+    """
+    email, display_name = _checked_fields(email, password, display_name)
+    async with core.engine.connect() as conn:
+        taken = await users.email_taken(conn, email)
+    if taken:
+        raise errors.AlreadyExists(users.EMAIL_TAKEN)
+    encoded = await core.new_account_hashes.hash(core.hasher, password)
     async with core.engine.begin() as conn:
         user = await users.insert(
             conn,
@@ -108,7 +162,8 @@ async def get_user(core: Core, user_id: str) -> User:
 
 async def update_user(core: Core, user_id: str, changes: UserChanges) -> User:
     """Applies `changes`. Deactivating revokes the user's refresh tokens and API keys in the
-    same transaction; their access tokens keep working until they expire."""
+    same transaction; a new role or active flag is then published, so every service refuses
+    the lost powers of tokens already issued within seconds."""
     caller = await require_admin(core)
     parsed = validation.parse_id("user.id", user_id)
     values: dict[str, Any] = {}
@@ -134,8 +189,12 @@ async def update_user(core: Core, user_id: str, changes: UserChanges) -> User:
         if before.active and not after.active:
             tokens = await refresh.revoke_user(conn, parsed, now)
             keys = await apikeys.revoke_user(conn, parsed, now)
+            # Reactivating later must not bring the old access tokens back to life.
+            await users.refuse_tokens_before(conn, parsed, now)
             log.info("user_deactivated", user_id=str(parsed), refresh_tokens_revoked=tokens,
                      api_keys_revoked=keys)  # fmt: skip
+    if (before.role, before.active) != (after.role, after.active):
+        core.account_changed(parsed)
     log.info("user_updated", user_id=str(parsed), fields=sorted(values), by=caller.user_id)
     return after
 
@@ -144,7 +203,7 @@ async def ensure_admin(core: Core, email: str, password: str, display_name: str)
     """Creates an admin unless the email is registered (an existing account is never
     promoted: someone else may have registered it). Returns the new admin, or None."""
     try:
-        return await register(core, email, password, display_name, role=Role.ADMIN)
+        return await create_account(core, email, password, display_name, Role.ADMIN)
     except errors.AlreadyExists:
         log.warning("bootstrap_admin_exists")
         return None

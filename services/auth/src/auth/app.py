@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from pathlib import Path
 
 import structlog
 
 from auth import accounts, housekeeping, keys
+from auth.account_publisher import AccountPublisher
 from auth.config import AuthConfig
 from auth.core import Core, build_core
 from auth.servicer import AuthServicer
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
 from kiln.common import db, errors, interceptors, migrations, server, startup
+from kiln.common.account_states import AccountStates
 from kiln.common.config import ConfigError
 from kiln.common.tokens import StaticKeySource, TokenVerifier
 
@@ -40,7 +43,18 @@ class AuthApp:
         self.config = config
         self.ring = ring
         self.engine = db.create_engine(config, application_name="auth")
-        self.core: Core = build_core(config, self.engine, ring)
+        # Not strict: auth serves Login and its other RPCs while NATS is down; its admin
+        # RPCs check the database anyway.
+        self.account_states = AccountStates(strict=False)
+        self.publisher = AccountPublisher(
+            self.engine,
+            config,
+            self.account_states,
+            resync_interval=config.accounts_resync_interval,
+        )
+        self.core: Core = dataclasses.replace(
+            build_core(config, self.engine, ring), account_changed=self.publisher.notify
+        )
         # The auth service verifies its own tokens with every key of its ring, locally.
         verifier = TokenVerifier(
             StaticKeySource(ring.public_keys),
@@ -52,21 +66,27 @@ class AuthApp:
         self.host = server.ServiceHost(
             config,
             [server.GrpcService(SERVICE_NAME, self._register)],
-            interceptors=interceptors.standard_interceptors(verifier, PUBLIC_METHODS),
+            interceptors=interceptors.standard_interceptors(
+                verifier, PUBLIC_METHODS, self.account_states
+            ),
             dependencies=[server.Dependency("postgresql", lambda: db.ping(self.engine))],
         )
         self._housekeeping: asyncio.Task[None] | None = None
+        self._publishing: asyncio.Task[None] | None = None
 
     def _register(self, grpc_server: object) -> None:
         auth_pb2_grpc.add_AuthServiceServicer_to_server(self.servicer, grpc_server)
 
     async def prepare(self) -> None:
-        """Checks the schema, creates the bootstrap admin and starts housekeeping."""
+        """Checks the schema, creates the bootstrap admin, starts housekeeping and the
+        account publisher (which connects to NATS in the background, for as long as it
+        takes)."""
         await migrations.ensure_current(self.engine, MIGRATIONS, SCHEMA, "auth")
         await bootstrap_admin(self.config, self.core)
         self._housekeeping = asyncio.create_task(
             housekeeping.run(self.core, self.config.housekeeping_interval), name="housekeeping"
         )
+        self._publishing = asyncio.create_task(self.publisher.run(), name="account-publisher")
 
     async def start(self) -> int:
         """`prepare()`, then serve; returns the bound port (tests bind port 0)."""
@@ -74,11 +94,13 @@ class AuthApp:
         return await self.host.start()
 
     async def close(self) -> None:
-        """Stops housekeeping and closes the database pool (after the server stopped)."""
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        """Stops housekeeping and publishing, closes the database pool (after the server
+        stopped)."""
+        for task in (self._housekeeping, self._publishing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.engine.dispose()
 
     async def stop(self) -> None:

@@ -57,7 +57,7 @@ async def create_admin(settings: AuthConfig, email: str, password: str, name: st
         key = ed25519.Ed25519PrivateKey.generate()
         ring = keys.KeyRing("cli", key, {"cli": key.public_key()})
         core = build_core(settings, engine, ring)
-        user = await accounts.register(core, email, password, name, role=Role.ADMIN)
+        user = await accounts.create_account(core, email, password, name, Role.ADMIN)
         return str(user.id)
     finally:
         await engine.dispose()

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from kiln.common.config import non_negative, positive, setting
-from kiln.common.settings import DatabaseSettings, ServerSettings, TokenSettings
+from kiln.common.settings import DatabaseSettings, NatsSettings, ServerSettings, TokenSettings
 
 # OWASP Password Storage Cheat Sheet, argon2id: at least 19 MiB of memory, 2 iterations and
 # 1 degree of parallelism. The defaults below are exactly that floor.
@@ -17,7 +17,7 @@ DEFAULT_KEY_DIR = Path(".data/auth-keys")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AuthConfig(ServerSettings, DatabaseSettings, TokenSettings):
+class AuthConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings):
     """Every setting of the auth service."""
 
     grpc_port: int = setting(
@@ -26,7 +26,8 @@ class AuthConfig(ServerSettings, DatabaseSettings, TokenSettings):
 
     access_token_ttl: float = setting(
         "AUTH_ACCESS_TOKEN_TTL_SECONDS",
-        "Lifetime of an access token. A deactivated user's tokens work until they expire.",
+        "Lifetime of an access token. Deactivation, demotion and Logout with all_sessions "
+        "reach every service within seconds (the auth_accounts bucket), before it expires.",
         900.0,
         check=positive,
     )
@@ -113,6 +114,34 @@ class AuthConfig(ServerSettings, DatabaseSettings, TokenSettings):
         check=positive,
     )
 
+    self_registration: bool = setting(
+        "AUTH_SELF_REGISTRATION",
+        "Whether anyone may create an account with Register; when false, Register is refused "
+        "(PERMISSION_DENIED) and admins create accounts with CreateUser.",
+        True,
+    )
+    register_max_per_address: int = setting(
+        "AUTH_REGISTER_MAX_PER_ADDRESS",
+        "Register calls from one client address within AUTH_LOGIN_FAILURE_WINDOW_SECONDS "
+        "before the address is refused (RESOURCE_EXHAUSTED) for AUTH_LOGIN_LOCKOUT_SECONDS.",
+        20,
+        check=positive,
+    )
+    register_max_concurrent_hashes: int = setting(
+        "AUTH_REGISTER_MAX_CONCURRENT_HASHES",
+        "Password hashes Register and CreateUser compute at once; the rest wait, so a burst "
+        "of registrations leaves CPU for Login.",
+        1,
+        check=positive,
+    )
+    register_max_waiting: int = setting(
+        "AUTH_REGISTER_MAX_WAITING",
+        "Registrations that may wait for a hashing slot; past it Register is refused at once "
+        "with RESOURCE_EXHAUSTED.",
+        16,
+        check=non_negative,
+    )
+
     bootstrap_admin_email: str = setting(
         "AUTH_BOOTSTRAP_ADMIN_EMAIL",
         "If set, this admin is created at start unless the email is already registered.",
@@ -126,6 +155,14 @@ class AuthConfig(ServerSettings, DatabaseSettings, TokenSettings):
     )
     bootstrap_admin_name: str = setting(
         "AUTH_BOOTSTRAP_ADMIN_NAME", "Display name of the bootstrap admin.", "Administrator"
+    )
+    accounts_resync_interval: float = setting(
+        "AUTH_ACCOUNTS_RESYNC_SECONDS",
+        "How often the whole users table is compared with the auth_accounts bucket (the "
+        "account states other services check tokens against) and differences rewritten, "
+        "repairing a write lost while NATS was unreachable.",
+        300.0,
+        check=positive,
     )
     housekeeping_interval: float = setting(
         "AUTH_HOUSEKEEPING_INTERVAL_SECONDS",

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import uuid
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.config import AuthConfig
+from auth.hashgate import HashGate
 from auth.issuer import TokenIssuer
 from auth.keys import KeyRing
 from auth.passwords import HashParameters, PasswordHasher
 from auth.throttle import Limits, Throttle
+
+
+def _publish_nowhere(_user_id: uuid.UUID) -> None:
+    """Stands in for the account publisher where there is none (the create-admin command)."""
 
 
 def utc_now() -> datetime.datetime:
@@ -29,6 +35,10 @@ class Core:
     issuer: TokenIssuer
     throttle: Throttle
     refresh_ttl: datetime.timedelta
+    new_account_hashes: HashGate
+    self_registration: bool = True
+    account_changed: Callable[[uuid.UUID], None] = _publish_nowhere
+    """Called after a committed change other services must learn (role, active, sign-out)."""
     clock: Callable[[], datetime.datetime] = utc_now
 
 
@@ -49,6 +59,7 @@ def build_core(config: AuthConfig, engine: AsyncEngine, ring: KeyRing) -> Core:
             per_address=config.login_max_failures_per_address,
             window=datetime.timedelta(seconds=config.login_failure_window),
             lockout=datetime.timedelta(seconds=config.login_lockout),
+            registrations_per_address=config.register_max_per_address,
         )
     )
     return Core(
@@ -57,4 +68,8 @@ def build_core(config: AuthConfig, engine: AsyncEngine, ring: KeyRing) -> Core:
         issuer=issuer,
         throttle=throttle,
         refresh_ttl=datetime.timedelta(seconds=config.refresh_token_ttl),
+        new_account_hashes=HashGate(
+            config.register_max_concurrent_hashes, config.register_max_waiting
+        ),
+        self_registration=config.self_registration,
     )

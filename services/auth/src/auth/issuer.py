@@ -31,10 +31,21 @@ class TokenIssuer:
     ttl: datetime.timedelta
 
     def issue(
-        self, user_id: uuid.UUID, email: str, role: Role, now: datetime.datetime
+        self,
+        user_id: uuid.UUID,
+        email: str,
+        role: Role,
+        now: datetime.datetime,
+        not_before: datetime.datetime | None = None,
     ) -> AccessToken:
-        """A token for the user, valid from `now` for the configured lifetime."""
+        """A token for the user, valid from `now` for the configured lifetime.
+
+        `not_before` is the user's tokens_not_before: a token issued in the very second of a
+        sign-out everywhere is stamped with the next second (within every verifier's
+        leeway), so it is not refused as one of the tokens the sign-out ended."""
         issued = int(now.timestamp())
+        if not_before is not None:
+            issued = max(issued, int(not_before.timestamp()))
         expires = issued + max(1, int(self.ttl.total_seconds()))
         claims = {
             "sub": str(user_id),

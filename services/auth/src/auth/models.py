@@ -23,6 +23,8 @@ class User:
     active: bool
     create_time: datetime.datetime
     update_time: datetime.datetime
+    tokens_not_before: datetime.datetime | None = None
+    """Access tokens issued before this are refused everywhere (None: none are)."""
 
 
 @dataclasses.dataclass(frozen=True)

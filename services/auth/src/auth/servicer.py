@@ -132,7 +132,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.RegisterRequest, context: Context
     ) -> auth_pb2.RegisterResponse:
         user = await accounts.register(
-            self._core, request.email, request.password, request.display_name
+            self._core,
+            request.email,
+            request.password,
+            request.display_name,
+            client_address(context.peer()),
         )
         return auth_pb2.RegisterResponse(user=_user(user))
 
@@ -162,7 +166,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Logout(
         self, request: auth_pb2.LogoutRequest, context: Context
     ) -> auth_pb2.LogoutResponse:
-        await sessions.logout(self._core, principal.current(), request.refresh_token)
+        await sessions.logout(
+            self._core, principal.current(), request.refresh_token, request.all_sessions
+        )
         return auth_pb2.LogoutResponse()
 
     async def GetCurrentUser(
@@ -234,6 +240,19 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         await accounts.require_admin(self._core)  # before any field check reveals anything
         user = await accounts.update_user(self._core, request.user.id, user_changes(request))
         return auth_pb2.UpdateUserResponse(user=_user(user))
+
+    async def CreateUser(
+        self, request: auth_pb2.CreateUserRequest, context: Context
+    ) -> auth_pb2.CreateUserResponse:
+        await accounts.require_admin(self._core)  # before any field check reveals anything
+        user = await accounts.create_user(
+            self._core,
+            request.email,
+            request.password,
+            request.display_name,
+            _role("role", request.role, optional=True),
+        )
+        return auth_pb2.CreateUserResponse(user=_user(user))
 
     async def GetJwks(
         self, request: auth_pb2.GetJwksRequest, context: Context

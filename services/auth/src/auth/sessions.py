@@ -74,7 +74,7 @@ async def login_with_password(
         if rehashed is not None:
             await users.set_password_hash(conn, user.id, rehashed, now)
         new_refresh = await refresh.issue(conn, user.id, now, core.refresh_ttl)
-    access = core.issuer.issue(user.id, user.email, user.role, now)
+    access = core.issuer.issue(user.id, user.email, user.role, now, user.tokens_not_before)
     log.info("login_succeeded", method="password", user_id=str(user.id),
              rehashed=rehashed is not None)  # fmt: skip
     pair = TokenPair(access.token, access.expire_time, new_refresh.token, new_refresh.expire_time)
@@ -116,7 +116,7 @@ async def login_with_api_key(core: Core, key: str, address: str | None) -> tuple
 
     # A key never grants more than its user has now: demoting the user demotes the key.
     role = min(api_key.role, user.role, key=_ROLE_RANK.__getitem__)
-    access = core.issuer.issue(user.id, user.email, role, now)
+    access = core.issuer.issue(user.id, user.email, role, now, user.tokens_not_before)
     log.info("login_succeeded", method="api_key", user_id=str(user.id), key_id=str(api_key.id))
     return TokenPair(access.token, access.expire_time), user
 
@@ -145,21 +145,39 @@ async def rotate(core: Core, token: str) -> TokenPair:
     if user is None or new_refresh is None:
         log.info("refresh_failed", outcome=outcome.value)
         raise errors.Unauthenticated(BAD_REFRESH_TOKEN)
-    access = core.issuer.issue(user.id, user.email, user.role, now)
+    access = core.issuer.issue(user.id, user.email, user.role, now, user.tokens_not_before)
     return TokenPair(access.token, access.expire_time, new_refresh.token, new_refresh.expire_time)
 
 
-async def logout(core: Core, caller: Principal, token: str) -> None:
-    """Revokes the caller's refresh token (its whole rotation chain). A token that is not
-    the caller's is left alone without saying so."""
+async def logout(core: Core, caller: Principal, token: str, all_sessions: bool = False) -> None:
+    """Revokes the caller's refresh token (its whole rotation chain); a token that is not
+    the caller's is left alone without saying so. With `all_sessions`, revokes every refresh
+    token of the caller and refuses, in every service, every access token issued to them
+    before now."""
+    if all_sessions:
+        await logout_everywhere(core, caller)
+        return
     if not token:
-        raise errors.InvalidArgument.field("refresh_token", "is required")
+        raise errors.InvalidArgument.field(
+            "refresh_token", "is required unless all_sessions is set"
+        )
     now = core.clock()
     async with core.engine.begin() as conn:
         presented = await refresh.present(conn, token, now)
         if presented.family_id is not None and str(presented.user_id) == caller.user_id:
             await refresh.revoke_family(conn, presented.family_id, now)
             log.info("logged_out", user_id=caller.user_id)
+
+
+async def logout_everywhere(core: Core, caller: Principal) -> None:
+    """Ends every session of the caller: refresh tokens revoked, access tokens refused."""
+    user_id = validation.parse_id("sub", caller.user_id)
+    now = core.clock()
+    async with core.engine.begin() as conn:
+        revoked = await refresh.revoke_user(conn, user_id, now)
+        await users.refuse_tokens_before(conn, user_id, now)
+    core.account_changed(user_id)
+    log.info("logged_out_everywhere", user_id=caller.user_id, refresh_tokens_revoked=revoked)
 
 
 async def change_password(core: Core, caller: Principal, old: str, new: str) -> None:

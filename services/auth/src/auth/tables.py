@@ -21,6 +21,7 @@ users = sa.Table(
     sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("create_time", _tz, nullable=False),
     sa.Column("update_time", _tz, nullable=False),
+    sa.Column("tokens_not_before", _tz),
 )
 
 refresh_tokens = sa.Table(

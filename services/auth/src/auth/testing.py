@@ -46,9 +46,11 @@ SIGNING_KEY = ed25519.Ed25519PrivateKey.generate()
 
 
 def make_config(database_url: str, **overrides: str) -> AuthConfig:
-    """An AuthConfig for tests: port 0, cheap hashing, a fixed key, generous address limit."""
+    """An AuthConfig for tests: port 0, cheap hashing, a fixed key, generous address limits."""
     environ = {
         "DATABASE_URL": database_url,
+        # No NATS unless a test names one: port 1 refuses at once, never a stranger's server.
+        "NATS_URL": "nats://127.0.0.1:1",
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": "0",
         "SHUTDOWN_DELAY_SECONDS": "0",
@@ -58,6 +60,8 @@ def make_config(database_url: str, **overrides: str) -> AuthConfig:
         "AUTH_SIGNING_KEYS": pem(SIGNING_KEY),
         "AUTH_GENERATE_KEY": "false",
         "AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS": "10000",
+        "AUTH_REGISTER_MAX_PER_ADDRESS": "100000",
+        "AUTH_REGISTER_MAX_WAITING": "10000",
         **CHEAP_ARGON2,
         **overrides,
     }
@@ -129,7 +133,7 @@ class AuthServer:
     async def admin(self) -> Account:
         """A fresh admin, signed in (created the way create-admin does)."""
         email = new_email()
-        await accounts.register(self.app.core, email, PASSWORD, "Admin", role=Role.ADMIN)
+        await accounts.create_account(self.app.core, email, PASSWORD, "Admin", Role.ADMIN)
         response = await self.login(email)
         return Account(email, PASSWORD, response.user, response.tokens)
 

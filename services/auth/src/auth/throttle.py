@@ -1,4 +1,5 @@
-"""Login throttling per account (email) and per client address, counted in PostgreSQL.
+"""Login throttling per account (email) and per client address, counted in PostgreSQL;
+Register is throttled per client address with the same counters.
 
 The counters live in the database, not in memory: with several replicas behind a load
 balancer an in-memory counter would let an attacker multiply their attempts by the replica
@@ -33,6 +34,7 @@ class Limits:
     per_address: int
     window: datetime.timedelta
     lockout: datetime.timedelta
+    registrations_per_address: int = 20
 
 
 def account_key(email: str) -> str:
@@ -43,6 +45,12 @@ def account_key(email: str) -> str:
 def address_key(address: str) -> str:
     """The counter key of a client address."""
     return f"address:{address}"
+
+
+def registration_key(address: str) -> str:
+    """The counter key of Register calls from a client address (every call counts, taken
+    or not, so Register is no free way to test passwords' cost or emails' existence)."""
+    return f"register:{address}"
 
 
 class Throttle:

@@ -16,9 +16,11 @@ from auth import paging
 from auth.models import User
 from auth.tables import users
 from kiln.common import errors
+from kiln.common.account_states import AccountState
 from kiln.common.principal import Role
 
 _USER_COLUMNS = [c for c in users.c if c.name != "password_hash"]
+EMAIL_TAKEN = "an account with this email already exists"
 
 
 def _user(row: Mapping[Any, Any]) -> User:
@@ -30,6 +32,7 @@ def _user(row: Mapping[Any, Any]) -> User:
         active=row["active"],
         create_time=row["create_time"],
         update_time=row["update_time"],
+        tokens_not_before=row.get("tokens_not_before"),
     )
 
 
@@ -67,7 +70,7 @@ async def insert(
             await conn.execute(users.insert().values(values))
     except IntegrityError as exc:
         if _is_duplicate_email(exc):
-            raise errors.AlreadyExists("an account with this email already exists") from None
+            raise errors.AlreadyExists(EMAIL_TAKEN) from None
         raise
     return _user(values)
 
@@ -79,6 +82,12 @@ async def get(conn: AsyncConnection, user_id: uuid.UUID, *, lock: bool = False) 
         query = query.with_for_update()
     row = (await conn.execute(query)).mappings().first()
     return _user(row) if row else None
+
+
+async def email_taken(conn: AsyncConnection, email: str) -> bool:
+    """Whether an account with `email` exists."""
+    found = await conn.scalar(sa.select(sa.literal(1)).where(users.c.email == email))
+    return found is not None
 
 
 async def get_with_hash(conn: AsyncConnection, email: str) -> tuple[User, str] | None:
@@ -144,3 +153,43 @@ async def page(
         )
     rows = (await conn.execute(query.limit(limit))).mappings().all()
     return [_user(row) for row in rows]
+
+
+def _state(row: Mapping[Any, Any]) -> AccountState:
+    not_before = row["tokens_not_before"]
+    return AccountState(
+        role=Role(row["role"]),
+        active=row["active"],
+        tokens_not_before=int(not_before.timestamp()) if not_before is not None else 0,
+    )
+
+
+_STATE_COLUMNS = (users.c.id, users.c.role, users.c.active, users.c.tokens_not_before)
+
+
+async def account_state(conn: AsyncConnection, user_id: uuid.UUID) -> AccountState | None:
+    """What other services must know about `user_id` now, or None when there is no such user."""
+    query = sa.select(*_STATE_COLUMNS).where(users.c.id == user_id)
+    row = (await conn.execute(query)).mappings().first()
+    return _state(row) if row else None
+
+
+async def account_states(conn: AsyncConnection) -> dict[str, AccountState]:
+    """Every user's account state, by user id (for the periodic full rewrite)."""
+    rows = (await conn.execute(sa.select(*_STATE_COLUMNS))).mappings().all()
+    return {str(row["id"]): _state(row) for row in rows}
+
+
+async def refuse_tokens_before(
+    conn: AsyncConnection, user_id: uuid.UUID, now: datetime.datetime
+) -> None:
+    """Every access token of `user_id` issued up to `now` stops counting.
+
+    A token's `iat` is a whole second, so the bound is the next whole second: a token issued
+    earlier in this same second is refused too (one issued later in it is stamped with the
+    bound instead, see TokenIssuer.issue).
+    """
+    bound = now.replace(microsecond=0) + datetime.timedelta(seconds=1)
+    await conn.execute(
+        users.update().where(users.c.id == user_id).values(tokens_not_before=bound, update_time=now)
+    )

@@ -24,10 +24,12 @@ from imagegen.servicer import ImageGenServicer
 from imagegen.store import ImageStore
 from imagegen.worker import Worker
 from kiln.common import bus, interceptors, jetstream, jwks, server, tls
+from kiln.common.account_states import AccountStates
 from kiln.common.tokens import TokenVerifier
 from kiln.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 
 SERVICE_NAME = imagegen_pb2.DESCRIPTOR.services_by_name["ImageGenService"].full_name
+_ACCOUNTS_REPLAY_SECONDS = 10.0
 
 log = structlog.get_logger("imagegen.app")
 
@@ -138,9 +140,17 @@ def runner_settings(config: ImagegenConfig) -> RunnerSettings:
 
 
 def build_host(
-    config: ImagegenConfig, runtime: Runtime, nc: Client, verifier: TokenVerifier
+    config: ImagegenConfig,
+    runtime: Runtime,
+    nc: Client,
+    verifier: TokenVerifier,
+    accounts: AccountStates | None = None,
 ) -> server.ServiceHost:
-    """The gRPC server: ImageGenService, health tied to NATS, reflection."""
+    """The gRPC server: ImageGenService, health tied to NATS (and to the account states,
+    when tokens are checked against them), reflection."""
+    dependencies = [server.Dependency("nats", lambda: jetstream.ping(nc))]
+    if accounts is not None:
+        dependencies.append(server.Dependency("account_states", accounts.ready))
     servicer = ImageGenServicer(runtime.generator, config.worker_queues)
     return server.ServiceHost(
         config,
@@ -150,8 +160,8 @@ def build_host(
                 lambda s: imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server(servicer, s),
             )
         ],
-        interceptors=interceptors.standard_interceptors(verifier),
-        dependencies=[server.Dependency("nats", lambda: jetstream.ping(nc))],
+        interceptors=interceptors.standard_interceptors(verifier, accounts=accounts),
+        dependencies=dependencies,
     )
 
 
@@ -163,6 +173,10 @@ async def serve(config: ImagegenConfig) -> None:
         loop.add_signal_handler(sig, stopping.set)
     nc = await jetstream.connect(config, "imagegen")
     auth_channel = tls.channel(config.auth_target, config)
+    # Until the first replay of the account states has arrived: NOT_SERVING, and
+    # authenticated calls get UNAVAILABLE (kiln.common.account_states).
+    accounts = AccountStates()
+    watching = asyncio.create_task(accounts.run(nc), name="account-states")
     try:
         try:
             runtime = await Runtime.start(config, nc)
@@ -175,7 +189,8 @@ async def serve(config: ImagegenConfig) -> None:
             config.jwt_audience,
             config.jwt_leeway,
         )
-        host = build_host(config, runtime, nc, verifier)
+        await accounts.wait_ready(_ACCOUNTS_REPLAY_SECONDS)
+        host = build_host(config, runtime, nc, verifier, accounts)
         try:
             await host.start()
         except BaseException:
@@ -185,5 +200,6 @@ async def serve(config: ImagegenConfig) -> None:
         await stopping.wait()
         await asyncio.gather(runtime.stop(config.grace_period), host.shutdown())
     finally:
+        watching.cancel()
         await auth_channel.close()
         await nc.drain()

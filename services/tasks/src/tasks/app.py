@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kiln.common import bus, db, interceptors, jetstream, jwks, migrations, server, startup, tls
+from kiln.common.account_states import AccountStates
 from kiln.common.tokens import TokenVerifier
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from tasks import (
@@ -45,6 +46,7 @@ SCHEMA = "tasks"
 _CONSUMER_STOP_SECONDS = 2.0
 _CONSUMER_LOOPS = frozenset({"tasks-progress", "tasks-advisories"})
 _LOOP_STOP_SECONDS = 5.0
+_ACCOUNTS_REPLAY_SECONDS = 10.0
 
 
 def migrate(config: TasksConfig) -> None:
@@ -68,6 +70,7 @@ class TasksApp:
     maintainer: maintenance.Maintenance
     sender: webhooks.Sender
     system: system.System
+    accounts: AccountStates
     closers: list[Callable[[], Awaitable[object]]]
     loops: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
@@ -85,6 +88,7 @@ class TasksApp:
         if config.maintenance_enabled:
             wanted.append(("maintenance", self.maintainer.run))
         wanted.append(("webhooks", self.sender.run))
+        wanted.append(("account-states", lambda: self.accounts.run(self.nc)))
         wanted.append(
             ("metrics", lambda: metrics.sample_queues(self.system, config.metrics_interval))
         )
@@ -111,6 +115,7 @@ class TasksApp:
     async def start(self) -> int:
         """Starts loops and the server; returns the port."""
         self.start_loops()
+        await self.accounts.wait_ready(_ACCOUNTS_REPLAY_SECONDS)
         return await self.host.start()
 
     async def close(self) -> None:
@@ -205,6 +210,9 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
     system_use_cases = system.System(engine, js)
     system_servicer = SystemServicer(system_use_cases)
     metrics.track_watchers(hub)
+    # Tokens are checked against the account states auth publishes; until the first replay
+    # has arrived the service is NOT_SERVING and refuses authenticated calls (UNAVAILABLE).
+    accounts = AccountStates()
     host = server.ServiceHost(
         config,
         [
@@ -217,10 +225,11 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
                 lambda s: tasks_pb2_grpc.add_SystemServiceServicer_to_server(system_servicer, s),
             ),
         ],
-        interceptors=interceptors.standard_interceptors(verifier),
+        interceptors=interceptors.standard_interceptors(verifier, accounts=accounts),
         dependencies=[
             server.Dependency("postgresql", lambda: db.ping(engine)),
             server.Dependency("nats", lambda: jetstream.ping(nc)),
+            server.Dependency("account_states", accounts.ready),
         ],
     )
     limits = maintenance.Limits(
@@ -253,6 +262,7 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
         ),
         sender=sender,
         system=system_use_cases,
+        accounts=accounts,
         closers=closers,
     )
 
@@ -262,4 +272,5 @@ async def serve(config: TasksConfig) -> None:
     await startup.wait_for_schema(config, config, MIGRATIONS, SCHEMA, "tasks")
     app = await build(config)
     app.start_loops()
+    await app.accounts.wait_ready(_ACCOUNTS_REPLAY_SECONDS)
     await server.serve_until_stopped(app.host, [app.stop_loops, *app.closers])

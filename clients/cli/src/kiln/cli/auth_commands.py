@@ -66,15 +66,23 @@ def login(session: Session, args: argparse.Namespace) -> None:
 
 
 def logout(session: Session, args: argparse.Namespace) -> None:
-    """Revokes the stored refresh token and forgets the tokens."""
+    """Revokes the stored refresh token (or, with --everywhere, every session of the
+    account) and forgets the tokens."""
     stored = Credentials.load()
-    if stored and stored.refresh_token:
+    if args.everywhere:
+        # Must reach the server: the user asked for the other sessions to end.
+        session.auth_stub().Logout(
+            auth_pb2.LogoutRequest(all_sessions=True), metadata=session.metadata(), timeout=10
+        )
+    elif stored and stored.refresh_token:
         with contextlib.suppress(Exception):  # the local logout happens regardless
             session.auth_stub().Logout(
-                auth_pb2.LogoutRequest(refresh_token=stored.refresh_token), timeout=10
+                auth_pb2.LogoutRequest(refresh_token=stored.refresh_token),
+                metadata=session.metadata(),
+                timeout=10,
             )
     credentials_path().unlink(missing_ok=True)
-    print("logged out")
+    print("logged out everywhere" if args.everywhere else "logged out")
 
 
 def whoami(session: Session, args: argparse.Namespace) -> None:
@@ -124,6 +132,26 @@ def users_get(session: Session, args: argparse.Namespace) -> None:
     user = (
         session.auth_stub()
         .GetUser(auth_pb2.GetUserRequest(id=args.user_id), metadata=session.metadata(), timeout=30)
+        .user
+    )
+    _show_users([user], args.json, single=True)
+
+
+def users_create(session: Session, args: argparse.Namespace) -> None:
+    """Creates an account with a role (admin); works when self-registration is closed."""
+    password = _secret("Initial password (12+ characters): ", args.password_stdin)
+    user = (
+        session.auth_stub()
+        .CreateUser(
+            auth_pb2.CreateUserRequest(
+                email=args.email,
+                password=password,
+                display_name=args.name or args.email.split("@")[0],
+                role=ROLES[args.role],
+            ),
+            metadata=session.metadata(),
+            timeout=30,
+        )
         .user
     )
     _show_users([user], args.json, single=True)

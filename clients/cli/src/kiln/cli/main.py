@@ -114,7 +114,14 @@ def _auth_commands(top: Any) -> None:
     login.add_argument(
         "--api-key-stdin", action="store_true", help="sign in with an API key from stdin"
     )
-    _command(top, "logout", auth_commands.logout, "revoke and forget the stored tokens", False)
+    logout = _command(
+        top, "logout", auth_commands.logout, "revoke and forget the stored tokens", False
+    )
+    logout.add_argument(
+        "--everywhere",
+        action="store_true",
+        help="end every session of this account, on every device, within seconds",
+    )
     _command(top, "whoami", auth_commands.whoami, "show the signed-in user")
 
 
@@ -173,6 +180,13 @@ def _admin_commands(top: Any) -> None:
     users_list.add_argument("--search")
     users_list.add_argument("--limit", type=int, default=100)
     _command(users, "get", auth_commands.users_get, "show a user").add_argument("user_id")
+    create = _command(users, "create", auth_commands.users_create, "create an account")
+    create.add_argument("email")
+    create.add_argument("--name", help="display name (default: the email's local part)")
+    create.add_argument("--role", choices=sorted(auth_commands.ROLES), default="user")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the initial password from stdin"
+    )
     update = _command(users, "update", auth_commands.users_update, "change a user")
     update.add_argument("user_id")
     update.add_argument("--role", choices=sorted(auth_commands.ROLES))

@@ -28,6 +28,9 @@ IMAGES_STORE = "images"
 POLISH_CACHE_BUCKET = "polish_cache"
 """Polished prompts shared by the workers: key = hash of polisher config and prompt."""
 MSG_ID_HEADER = "Nats-Msg-Id"
+ACCOUNTS_BUCKET = "auth_accounts"
+"""Each user's role, active flag and tokens_not_before, key = user id: written only by the
+auth service, watched by every service that checks tokens (kiln.common.account_states)."""
 
 
 def jobs_subject(queue: str) -> str:
@@ -173,6 +176,15 @@ def tasks_topology(settings: BusSettings) -> Topology:
         ],
         key_value=_buckets(settings),
         object_stores=[api.ObjectStoreConfig(bucket=IMAGES_STORE, storage=api.StorageType.FILE)],
+    )
+
+
+def auth_topology() -> Topology:
+    """What the auth service needs: the account-states bucket (latest value per user)."""
+    return Topology(
+        key_value=[
+            api.KeyValueConfig(bucket=ACCOUNTS_BUCKET, history=1, storage=api.StorageType.FILE)
+        ]
     )
 
 

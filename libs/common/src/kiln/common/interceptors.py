@@ -19,6 +19,7 @@ import grpc
 import structlog
 
 from kiln.common import errors, metrics, principal
+from kiln.common.account_states import AccountStates
 from kiln.common.tokens import TokenVerifier
 
 REQUEST_ID_KEY = "x-request-id"
@@ -279,12 +280,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Verifies the bearer token of every method not in `public_methods`.
 
     Health and reflection are always public. Public methods still get the principal bound
-    when they carry a valid token, so access logs name the user.
+    when they carry a valid token, so access logs name the user. With `accounts`, a valid
+    token is also checked against its user's current state (deactivated, signed out
+    everywhere, demoted), from memory.
     """
 
-    def __init__(self, verifier: TokenVerifier, public_methods: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        public_methods: Iterable[str] = (),
+        accounts: AccountStates | None = None,
+    ) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
+        self._accounts = accounts
 
     async def intercept_service(
         self,
@@ -298,6 +307,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         public = method in self._public
         header = _metadata_value(details.invocation_metadata, "authorization")
         verifier = self._verifier
+        accounts = self._accounts
 
         async def authenticate(_context: grpc.aio.ServicerContext[Any, Any]) -> None:
             principal.set_current(None)
@@ -309,8 +319,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if scheme.lower() != "bearer" or not token.strip():
                 raise errors.Unauthenticated("the authorization header must be 'Bearer <token>'")
             try:
-                principal.set_current(await verifier.verify(token.strip()))
-            except errors.Unauthenticated:
+                caller = await verifier.verify(token.strip())
+                principal.set_current(caller if accounts is None else accounts.admit(caller))
+            except (errors.Unauthenticated, errors.Unavailable):
                 if not public:
                     raise
 
@@ -321,7 +332,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 def standard_interceptors(
-    verifier: TokenVerifier, public_methods: Iterable[str] = ()
+    verifier: TokenVerifier,
+    public_methods: Iterable[str] = (),
+    accounts: AccountStates | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """The interceptor chain every Kiln server uses, outermost first."""
-    return [ObservabilityInterceptor(), AuthInterceptor(verifier, public_methods)]
+    return [ObservabilityInterceptor(), AuthInterceptor(verifier, public_methods, accounts)]

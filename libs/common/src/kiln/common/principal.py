@@ -24,6 +24,8 @@ class Principal:
     email: str
     role: Role
     token_id: str
+    issued_at: int = 0
+    """The token's `iat` (epoch seconds), checked against the account's tokens_not_before."""
 
     @property
     def is_admin(self) -> bool:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -59,6 +61,40 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ]
+
+
+def bind_port(
+    server: grpc.aio.Server,
+    settings: ServerSettings,
+    credentials: grpc.ServerCredentials | None = None,
+) -> int:
+    """Binds GRPC_PORT (or, with GRPC_PORT_FALLBACK and the port taken, a free one), over TLS
+    when `credentials` are given, and returns the port bound. Binding is the only check that
+    cannot race: a port seen free a moment earlier may be someone else's by now."""
+
+    def bind(address: str) -> int:
+        if credentials is None:
+            return int(server.add_insecure_port(address))
+        return int(server.add_secure_port(address, credentials))
+
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    try:
+        port = bind(address)
+    except RuntimeError:  # grpc's "Failed to bind to address"
+        port = 0
+    if port:
+        return port
+    if not settings.grpc_port_fallback or settings.grpc_port == 0:
+        raise OSError(f"could not bind gRPC port {address}: it is in use")
+    log.warning("grpc_port_taken", wanted=settings.grpc_port)
+    return bind(f"{settings.grpc_host}:0")
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Writes `port` to `path` atomically: a reader sees the whole number or no file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(f"{port}\n")
+    partial.replace(path)
 
 
 class HealthMonitor:
@@ -159,13 +195,7 @@ class ServiceHost:
 
     async def start(self) -> int:
         """Binds, starts serving and probing; returns the bound port (useful with port 0)."""
-        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        if self._credentials is None:
-            self.port = self.server.add_insecure_port(address)
-        else:
-            self.port = self.server.add_secure_port(address, self._credentials)
-        if self.port == 0:
-            raise OSError(f"could not bind gRPC port {address}")
+        self.port = bind_port(self.server, self.settings, self._credentials)
         # Liveness answers SERVING while the process runs, whatever its dependencies do:
         # restarting every replica during a database outage would only add to it.
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -174,6 +204,8 @@ class ServiceHost:
         await self.server.start()
         await self._start_health_server()
         self.monitor.start()
+        if self.settings.grpc_port_file:
+            write_port_file(Path(self.settings.grpc_port_file), self.port)
         log.info("server_started", port=self.port, tls=self._credentials is not None)
         return self.port
 

@@ -64,6 +64,18 @@ class ServerSettings(LogSettings, ServerTlsSettings):
     grpc_port: int = setting(
         "GRPC_PORT", "gRPC port; 0 picks a free one.", 50051, check=non_negative
     )
+    grpc_port_fallback: bool = setting(
+        "GRPC_PORT_FALLBACK",
+        "When GRPC_PORT is taken, bind a free port instead of failing (local development; "
+        "read the port from GRPC_PORT_FILE).",
+        False,
+    )
+    grpc_port_file: str = setting(
+        "GRPC_PORT_FILE",
+        "After binding, the server writes the port it got to this file, so whoever started "
+        "it learns the port from the process itself; empty: no file.",
+        "",
+    )
     grace_period: float = setting(
         "GRACE_PERIOD_SECONDS",
         "On SIGTERM, how long in-flight RPCs may run before they are cancelled.",

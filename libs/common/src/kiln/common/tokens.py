@@ -99,6 +99,7 @@ class TokenVerifier:
                 email=str(claims.get("email", "")),
                 role=Role(claims["role"]),
                 token_id=str(claims["jti"]),
+                issued_at=int(claims["iat"]),
             )
-        except (jwt.InvalidTokenError, ValueError, KeyError):
+        except (jwt.InvalidTokenError, ValueError, KeyError, TypeError):
             raise errors.Unauthenticated(_INVALID) from None

@@ -2,7 +2,10 @@
 
 `ServiceProcess` runs `python -m <module>` with a given environment on a free gRPC port,
 waits until its health check says SERVING, and can stop (SIGTERM), kill (-9), pause and
-restart it, like the NATS and PostgreSQL test servers.
+restart it, like the NATS and PostgreSQL test servers. With `learn_port`, the port is not
+chosen here: the process binds (its preferred port, or any free one when that is taken) and
+writes the port it got to a file (GRPC_PORT_FILE), and only that port is ever probed, so a
+server someone else runs can never be mistaken for this process.
 """
 
 from __future__ import annotations
@@ -34,11 +37,18 @@ class ServiceProcess:
         port: int | None = None,
         name: str | None = None,
         log_path: Path | None = None,
+        learn_port: bool = False,
     ) -> None:
         self.module = module
         self.name = name or module
         self.args = list(args)
-        self.port = port or free_port()
+        self.port_file = (
+            Path(tempfile.mkstemp(prefix=f"kiln-{self.name}-", suffix=".port")[1])
+            if learn_port
+            else None
+        )
+        self.port = port or (0 if learn_port else free_port())
+        """The gRPC port; with `learn_port`, 0 until the process has reported it."""
         self.env = {
             **os.environ,
             "LOG_FORMAT": "json",
@@ -50,6 +60,9 @@ class ServiceProcess:
             "GRPC_HOST": "127.0.0.1",
             "GRPC_PORT": str(self.port),
         }
+        if self.port_file is not None:
+            self.env["GRPC_PORT_FILE"] = str(self.port_file)
+            self.env["GRPC_PORT_FALLBACK"] = "true"
         self.metrics_port = int(self.env["METRICS_PORT"])
         """Where /metrics is served (negative: off)."""
         self.log_path = log_path or Path(
@@ -65,6 +78,11 @@ class ServiceProcess:
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> ServiceProcess:
         """Launches the process; with `wait`, blocks until it reports SERVING."""
+        if self.port_file is not None:
+            # A restart prefers the port it had; the new process reports what it got.
+            self.env["GRPC_PORT"] = str(self.port)
+            self.port_file.write_text("")
+            self.port = 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module, *self.args],
@@ -78,9 +96,32 @@ class ServiceProcess:
             self.wait_serving(timeout)
         return self
 
+    def reported_port(self) -> int:
+        """The port the process wrote to its port file (0: not yet), kept in `port`."""
+        if self.port == 0 and self.port_file is not None:
+            text = self.port_file.read_text().strip()
+            self.port = int(text) if text else 0
+        return self.port
+
+    def wait_port(self, timeout: float = 30.0) -> int:
+        """Blocks until the process has reported its port; AssertionError with the log
+        tail when it exits or takes longer than `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not self.reported_port():
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} reported no port in {timeout}s")
+            time.sleep(0.05)
+        return self.port
+
     def health(self, timeout: float = 1.0, service: str = "") -> int | None:
         """The health status of `service` ("" = overall) now, or None when the server
-        does not answer."""
+        does not answer (or, with `learn_port`, has not reported its port yet)."""
+        if not self.reported_port():
+            return None
         with grpc.insecure_channel(self.target) as channel:
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(
@@ -149,6 +190,8 @@ class ServiceProcess:
         self.stop(timeout=10)
         if not self._keep_log:
             self.log_path.unlink(missing_ok=True)
+        if self.port_file is not None:
+            self.port_file.unlink(missing_ok=True)
 
     def __enter__(self) -> ServiceProcess:
         return self.start()

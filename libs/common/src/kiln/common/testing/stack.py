@@ -47,6 +47,7 @@ class KilnStack:
             "AUTH_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
             "AUTH_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS": "100000",
+            "AUTH_REGISTER_MAX_PER_ADDRESS": "100000", "AUTH_REGISTER_MAX_WAITING": "10000",
             **(extra_env or {}),
         }  # fmt: skip
         migrate("auth", env)

@@ -26,15 +26,15 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17kiln/auth/v1/auth.proto\x12\x0ckiln.auth.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12 \n\x04role\x18\x04 \x01(\x0e\x32\x12.kiln.auth.v1.Role\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc9\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntoken_type\x18\x05 \x01(\t\"H\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"4\n\x10RegisterResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\"5\n\x12PasswordCredential\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"#\n\x10\x41piKeyCredential\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"\x85\x01\n\x0cLoginRequest\x12\x34\n\x08password\x18\x01 \x01(\x0b\x32 .kiln.auth.v1.PasswordCredentialH\x00\x12\x31\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x1e.kiln.auth.v1.ApiKeyCredentialH\x00\x42\x0c\n\ncredential\"Z\n\rLoginResponse\x12\'\n\x06tokens\x18\x01 \x01(\x0b\x32\x17.kiln.auth.v1.TokenPair\x12 \n\x04user\x18\x02 \x01(\x0b\x32\x12.kiln.auth.v1.User\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"?\n\x14RefreshTokenResponse\x12\'\n\x06tokens\x18\x01 \x01(\x0b\x32\x17.kiln.auth.v1.TokenPair\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\":\n\x16GetCurrentUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\"C\n\x15\x43hangePasswordRequest\x12\x14\n\x0cold_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\x18\n\x16\x43hangePasswordResponse\"\xac\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12 \n\x04role\x18\x04 \x01(\x0e\x32\x12.kiln.auth.v1.Role\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.kiln.auth.v1.Role\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"M\n\x14\x43reateApiKeyResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.kiln.auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"T\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x03 \x01(\x08\"V\n\x13ListApiKeysResponse\x12&\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.kiln.auth.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x14RevokeApiKeyResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.kiln.auth.v1.ApiKey\"I\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06search\x18\x03 \x01(\t\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.kiln.auth.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x0fGetUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\"f\n\x11UpdateUserRequest\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"6\n\x12UpdateUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\"\x10\n\x0eGetJwksRequest\"F\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x10\n\x08\x61udience\x18\x03 \x01(\t*;\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x32\xa1\x08\n\x0b\x41uthService\x12I\n\x08Register\x12\x1d.kiln.auth.v1.RegisterRequest\x1a\x1e.kiln.auth.v1.RegisterResponse\x12@\n\x05Login\x12\x1a.kiln.auth.v1.LoginRequest\x1a\x1b.kiln.auth.v1.LoginResponse\x12U\n\x0cRefreshToken\x12!.kiln.auth.v1.RefreshTokenRequest\x1a\".kiln.auth.v1.RefreshTokenResponse\x12\x43\n\x06Logout\x12\x1b.kiln.auth.v1.LogoutRequest\x1a\x1c.kiln.auth.v1.LogoutResponse\x12[\n\x0eGetCurrentUser\x12#.kiln.auth.v1.GetCurrentUserRequest\x1a$.kiln.auth.v1.GetCurrentUserResponse\x12[\n\x0e\x43hangePassword\x12#.kiln.auth.v1.ChangePasswordRequest\x1a$.kiln.auth.v1.ChangePasswordResponse\x12U\n\x0c\x43reateApiKey\x12!.kiln.auth.v1.CreateApiKeyRequest\x1a\".kiln.auth.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .kiln.auth.v1.ListApiKeysRequest\x1a!.kiln.auth.v1.ListApiKeysResponse\x12U\n\x0cRevokeApiKey\x12!.kiln.auth.v1.RevokeApiKeyRequest\x1a\".kiln.auth.v1.RevokeApiKeyResponse\x12L\n\tListUsers\x12\x1e.kiln.auth.v1.ListUsersRequest\x1a\x1f.kiln.auth.v1.ListUsersResponse\x12\x46\n\x07GetUser\x12\x1c.kiln.auth.v1.GetUserRequest\x1a\x1d.kiln.auth.v1.GetUserResponse\x12O\n\nUpdateUser\x12\x1f.kiln.auth.v1.UpdateUserRequest\x1a .kiln.auth.v1.UpdateUserResponse\x12\x46\n\x07GetJwks\x12\x1c.kiln.auth.v1.GetJwksRequest\x1a\x1d.kiln.auth.v1.GetJwksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17kiln/auth/v1/auth.proto\x12\x0ckiln.auth.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12 \n\x04role\x18\x04 \x01(\x0e\x32\x12.kiln.auth.v1.Role\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc9\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntoken_type\x18\x05 \x01(\t\"H\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"4\n\x10RegisterResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\"5\n\x12PasswordCredential\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"#\n\x10\x41piKeyCredential\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"\x85\x01\n\x0cLoginRequest\x12\x34\n\x08password\x18\x01 \x01(\x0b\x32 .kiln.auth.v1.PasswordCredentialH\x00\x12\x31\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x1e.kiln.auth.v1.ApiKeyCredentialH\x00\x42\x0c\n\ncredential\"Z\n\rLoginResponse\x12\'\n\x06tokens\x18\x01 \x01(\x0b\x32\x17.kiln.auth.v1.TokenPair\x12 \n\x04user\x18\x02 \x01(\x0b\x32\x12.kiln.auth.v1.User\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"?\n\x14RefreshTokenResponse\x12\'\n\x06tokens\x18\x01 \x01(\x0b\x32\x17.kiln.auth.v1.TokenPair\"<\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\x12\x14\n\x0c\x61ll_sessions\x18\x02 \x01(\x08\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\":\n\x16GetCurrentUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\"C\n\x15\x43hangePasswordRequest\x12\x14\n\x0cold_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\x18\n\x16\x43hangePasswordResponse\"\xac\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12 \n\x04role\x18\x04 \x01(\x0e\x32\x12.kiln.auth.v1.Role\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.kiln.auth.v1.Role\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"M\n\x14\x43reateApiKeyResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.kiln.auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"T\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x03 \x01(\x08\"V\n\x13ListApiKeysResponse\x12&\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.kiln.auth.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x14RevokeApiKeyResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.kiln.auth.v1.ApiKey\"I\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06search\x18\x03 \x01(\t\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.kiln.auth.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x0fGetUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\"f\n\x11UpdateUserRequest\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"6\n\x12UpdateUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\"l\n\x11\x43reateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12 \n\x04role\x18\x04 \x01(\x0e\x32\x12.kiln.auth.v1.Role\"6\n\x12\x43reateUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.kiln.auth.v1.User\"\x10\n\x0eGetJwksRequest\"F\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x10\n\x08\x61udience\x18\x03 \x01(\t*;\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x32\xf2\x08\n\x0b\x41uthService\x12I\n\x08Register\x12\x1d.kiln.auth.v1.RegisterRequest\x1a\x1e.kiln.auth.v1.RegisterResponse\x12@\n\x05Login\x12\x1a.kiln.auth.v1.LoginRequest\x1a\x1b.kiln.auth.v1.LoginResponse\x12U\n\x0cRefreshToken\x12!.kiln.auth.v1.RefreshTokenRequest\x1a\".kiln.auth.v1.RefreshTokenResponse\x12\x43\n\x06Logout\x12\x1b.kiln.auth.v1.LogoutRequest\x1a\x1c.kiln.auth.v1.LogoutResponse\x12[\n\x0eGetCurrentUser\x12#.kiln.auth.v1.GetCurrentUserRequest\x1a$.kiln.auth.v1.GetCurrentUserResponse\x12[\n\x0e\x43hangePassword\x12#.kiln.auth.v1.ChangePasswordRequest\x1a$.kiln.auth.v1.ChangePasswordResponse\x12U\n\x0c\x43reateApiKey\x12!.kiln.auth.v1.CreateApiKeyRequest\x1a\".kiln.auth.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .kiln.auth.v1.ListApiKeysRequest\x1a!.kiln.auth.v1.ListApiKeysResponse\x12U\n\x0cRevokeApiKey\x12!.kiln.auth.v1.RevokeApiKeyRequest\x1a\".kiln.auth.v1.RevokeApiKeyResponse\x12L\n\tListUsers\x12\x1e.kiln.auth.v1.ListUsersRequest\x1a\x1f.kiln.auth.v1.ListUsersResponse\x12\x46\n\x07GetUser\x12\x1c.kiln.auth.v1.GetUserRequest\x1a\x1d.kiln.auth.v1.GetUserResponse\x12O\n\nUpdateUser\x12\x1f.kiln.auth.v1.UpdateUserRequest\x1a .kiln.auth.v1.UpdateUserResponse\x12O\n\nCreateUser\x12\x1f.kiln.auth.v1.CreateUserRequest\x1a .kiln.auth.v1.CreateUserResponse\x12\x46\n\x07GetJwks\x12\x1c.kiln.auth.v1.GetJwksRequest\x1a\x1d.kiln.auth.v1.GetJwksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kiln.auth.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2596
-  _globals['_ROLE']._serialized_end=2655
+  _globals['_ROLE']._serialized_start=2784
+  _globals['_ROLE']._serialized_end=2843
   _globals['_USER']._serialized_start=109
   _globals['_USER']._serialized_end=312
   _globals['_TOKENPAIR']._serialized_start=315
@@ -56,47 +56,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFRESHTOKENRESPONSE']._serialized_start=1012
   _globals['_REFRESHTOKENRESPONSE']._serialized_end=1075
   _globals['_LOGOUTREQUEST']._serialized_start=1077
-  _globals['_LOGOUTREQUEST']._serialized_end=1115
-  _globals['_LOGOUTRESPONSE']._serialized_start=1117
-  _globals['_LOGOUTRESPONSE']._serialized_end=1133
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1135
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1158
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1160
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1218
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1220
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1287
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1289
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1313
-  _globals['_APIKEY']._serialized_start=1316
-  _globals['_APIKEY']._serialized_end=1616
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1619
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1754
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1756
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1833
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1835
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1919
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1921
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2007
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2009
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2042
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2044
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2105
-  _globals['_LISTUSERSREQUEST']._serialized_start=2107
-  _globals['_LISTUSERSREQUEST']._serialized_end=2180
-  _globals['_LISTUSERSRESPONSE']._serialized_start=2182
-  _globals['_LISTUSERSRESPONSE']._serialized_end=2261
-  _globals['_GETUSERREQUEST']._serialized_start=2263
-  _globals['_GETUSERREQUEST']._serialized_end=2291
-  _globals['_GETUSERRESPONSE']._serialized_start=2293
-  _globals['_GETUSERRESPONSE']._serialized_end=2344
-  _globals['_UPDATEUSERREQUEST']._serialized_start=2346
-  _globals['_UPDATEUSERREQUEST']._serialized_end=2448
-  _globals['_UPDATEUSERRESPONSE']._serialized_start=2450
-  _globals['_UPDATEUSERRESPONSE']._serialized_end=2504
-  _globals['_GETJWKSREQUEST']._serialized_start=2506
-  _globals['_GETJWKSREQUEST']._serialized_end=2522
-  _globals['_GETJWKSRESPONSE']._serialized_start=2524
-  _globals['_GETJWKSRESPONSE']._serialized_end=2594
-  _globals['_AUTHSERVICE']._serialized_start=2658
-  _globals['_AUTHSERVICE']._serialized_end=3715
+  _globals['_LOGOUTREQUEST']._serialized_end=1137
+  _globals['_LOGOUTRESPONSE']._serialized_start=1139
+  _globals['_LOGOUTRESPONSE']._serialized_end=1155
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1157
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1180
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1182
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1240
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1242
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1309
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1311
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1335
+  _globals['_APIKEY']._serialized_start=1338
+  _globals['_APIKEY']._serialized_end=1638
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1641
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1776
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1778
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1855
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1857
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1941
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1943
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2029
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2031
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2064
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2066
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2127
+  _globals['_LISTUSERSREQUEST']._serialized_start=2129
+  _globals['_LISTUSERSREQUEST']._serialized_end=2202
+  _globals['_LISTUSERSRESPONSE']._serialized_start=2204
+  _globals['_LISTUSERSRESPONSE']._serialized_end=2283
+  _globals['_GETUSERREQUEST']._serialized_start=2285
+  _globals['_GETUSERREQUEST']._serialized_end=2313
+  _globals['_GETUSERRESPONSE']._serialized_start=2315
+  _globals['_GETUSERRESPONSE']._serialized_end=2366
+  _globals['_UPDATEUSERREQUEST']._serialized_start=2368
+  _globals['_UPDATEUSERREQUEST']._serialized_end=2470
+  _globals['_UPDATEUSERRESPONSE']._serialized_start=2472
+  _globals['_UPDATEUSERRESPONSE']._serialized_end=2526
+  _globals['_CREATEUSERREQUEST']._serialized_start=2528
+  _globals['_CREATEUSERREQUEST']._serialized_end=2636
+  _globals['_CREATEUSERRESPONSE']._serialized_start=2638
+  _globals['_CREATEUSERRESPONSE']._serialized_end=2692
+  _globals['_GETJWKSREQUEST']._serialized_start=2694
+  _globals['_GETJWKSREQUEST']._serialized_end=2710
+  _globals['_GETJWKSRESPONSE']._serialized_start=2712
+  _globals['_GETJWKSRESPONSE']._serialized_end=2782
+  _globals['_AUTHSERVICE']._serialized_start=2846
+  _globals['_AUTHSERVICE']._serialized_end=3984
 # @@protoc_insertion_point(module_scope)

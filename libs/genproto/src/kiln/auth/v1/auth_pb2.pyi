@@ -111,10 +111,12 @@ class RefreshTokenResponse(_message.Message):
     def __init__(self, tokens: _Optional[_Union[TokenPair, _Mapping]] = ...) -> None: ...
 
 class LogoutRequest(_message.Message):
-    __slots__ = ("refresh_token",)
+    __slots__ = ("refresh_token", "all_sessions")
     REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ALL_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     refresh_token: str
-    def __init__(self, refresh_token: _Optional[str] = ...) -> None: ...
+    all_sessions: bool
+    def __init__(self, refresh_token: _Optional[str] = ..., all_sessions: _Optional[bool] = ...) -> None: ...
 
 class LogoutResponse(_message.Message):
     __slots__ = ()
@@ -253,6 +255,24 @@ class UpdateUserRequest(_message.Message):
     def __init__(self, user: _Optional[_Union[User, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class UpdateUserResponse(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: User
+    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...
+
+class CreateUserRequest(_message.Message):
+    __slots__ = ("email", "password", "display_name", "role")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    password: str
+    display_name: str
+    role: Role
+    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ..., display_name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ...) -> None: ...
+
+class CreateUserResponse(_message.Message):
     __slots__ = ("user",)
     USER_FIELD_NUMBER: _ClassVar[int]
     user: User

@@ -96,6 +96,11 @@ class AuthServiceStub:
                 request_serializer=kiln_dot_auth_dot_v1_dot_auth__pb2.UpdateUserRequest.SerializeToString,
                 response_deserializer=kiln_dot_auth_dot_v1_dot_auth__pb2.UpdateUserResponse.FromString,
                 _registered_method=True)
+        self.CreateUser = channel.unary_unary(
+                '/kiln.auth.v1.AuthService/CreateUser',
+                request_serializer=kiln_dot_auth_dot_v1_dot_auth__pb2.CreateUserRequest.SerializeToString,
+                response_deserializer=kiln_dot_auth_dot_v1_dot_auth__pb2.CreateUserResponse.FromString,
+                _registered_method=True)
         self.GetJwks = channel.unary_unary(
                 '/kiln.auth.v1.AuthService/GetJwks',
                 request_serializer=kiln_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.SerializeToString,
@@ -109,7 +114,9 @@ class AuthServiceServicer:
     """
 
     def Register(self, request, context):
-        """Register creates a user account with the `user` role. Public: no token needed.
+        """Register creates a user account with the `user` role. Public: no token needed, but
+        throttled per client address, and refused with PERMISSION_DENIED when the operator has
+        closed self-registration (then admins create accounts with CreateUser).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,7 +139,9 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Logout(self, request, context):
-        """Logout revokes one refresh token.
+        """Logout revokes one refresh token, or with `all_sessions` every session of the caller:
+        all refresh tokens, and every access token issued before now, in every service within
+        seconds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,7 +197,16 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateUser(self, request, context):
-        """UpdateUser changes the fields named in the update mask. Admin only.
+        """UpdateUser changes the fields named in the update mask. Admin only. A demotion or
+        deactivation reaches every service within seconds, also for access tokens already issued.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateUser(self, request, context):
+        """CreateUser creates an account with a chosen role. Admin only; works also when
+        self-registration is closed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -264,6 +282,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.UpdateUser,
                     request_deserializer=kiln_dot_auth_dot_v1_dot_auth__pb2.UpdateUserRequest.FromString,
                     response_serializer=kiln_dot_auth_dot_v1_dot_auth__pb2.UpdateUserResponse.SerializeToString,
+            ),
+            'CreateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUser,
+                    request_deserializer=kiln_dot_auth_dot_v1_dot_auth__pb2.CreateUserRequest.FromString,
+                    response_serializer=kiln_dot_auth_dot_v1_dot_auth__pb2.CreateUserResponse.SerializeToString,
             ),
             'GetJwks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJwks,
@@ -597,6 +620,33 @@ class AuthService:
             '/kiln.auth.v1.AuthService/UpdateUser',
             kiln_dot_auth_dot_v1_dot_auth__pb2.UpdateUserRequest.SerializeToString,
             kiln_dot_auth_dot_v1_dot_auth__pb2.UpdateUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kiln.auth.v1.AuthService/CreateUser',
+            kiln_dot_auth_dot_v1_dot_auth__pb2.CreateUserRequest.SerializeToString,
+            kiln_dot_auth_dot_v1_dot_auth__pb2.CreateUserResponse.FromString,
             options,
             channel_credentials,
             insecure,
