@@ -147,8 +147,9 @@ def load_ring_or_exit(config: AuthConfig) -> keys.KeyRing:
 
 async def serve(config: AuthConfig) -> None:
     """Runs the auth service until SIGTERM (after waiting for the schema, if it is old)."""
+    ring = load_ring_or_exit(config)  # a bad key is reported before the database is asked
     await startup.wait_for_schema(config, config, MIGRATIONS, SCHEMA, "auth")
-    app = AuthApp(config, load_ring_or_exit(config))
+    app = AuthApp(config, ring)
     try:
         await app.prepare()
     except ConfigError as exc:
