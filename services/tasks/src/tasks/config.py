@@ -25,6 +25,12 @@ class TasksConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings,
     max_subtasks: int = setting(
         "TASKS_MAX_SUBTASKS", "Subtasks one task may expand to.", 10_000, check=positive
     )
+    max_rendered_prompt_chars: int = setting(
+        "TASKS_MAX_RENDERED_PROMPT_CHARS",
+        "Characters a prompt or negative prompt may reach with its placeholders filled in.",
+        16_000,
+        check=positive,
+    )
     max_active_tasks_per_user: int = setting(
         "TASKS_MAX_ACTIVE_TASKS_PER_USER",
         "Unfinished tasks one user may have; more is RESOURCE_EXHAUSTED.",
@@ -168,5 +174,7 @@ class TasksConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings,
     def limits(self) -> spec.Limits:
         """The task limits this config sets."""
         return spec.Limits(
-            max_subtasks=self.max_subtasks, allow_private_webhooks=self.webhook_allow_private
+            max_subtasks=self.max_subtasks,
+            max_rendered_prompt_len=self.max_rendered_prompt_chars,
+            allow_private_webhooks=self.webhook_allow_private,
         )
