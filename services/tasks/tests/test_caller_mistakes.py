@@ -91,8 +91,9 @@ async def test_nul_in_variable_filters_is_invalid_argument(server: h.Running) ->
 async def test_huge_echoed_values_and_many_variables_are_invalid_argument(
     server: h.Running,
 ) -> None:
-    """A 20 KB ratio, a 20 KB variable name, and 4,301 variables are each INVALID_ARGUMENT
-    naming the field; the error fits the client's trailer limit."""
+    """A 20 KB ratio, a 20 KB variable name, 20 KB ListTasks search and tag, and 4,301
+    variables are each INVALID_ARGUMENT naming the field; the error fits the client's
+    trailer limit."""
     alice = server.client("alice")
     huge_ratio = h.create_request(settings=tasks_pb2.TaskSettings(ratio="9" * 20_000))
     found = await _refusal(alice.tasks.CreateTask(huge_ratio))
@@ -102,6 +103,13 @@ async def test_huge_echoed_values_and_many_variables_are_invalid_argument(
     huge_name.variables["é" * 20_000].values.append("x")
     found = await _refusal(alice.tasks.CreateTask(huge_name))
     assert found["code"] == grpc.StatusCode.INVALID_ARGUMENT
+    for request in (
+        tasks_pb2.ListTasksRequest(search="s" * 20_000),
+        tasks_pb2.ListTasksRequest(tag="t" * 20_000),
+    ):
+        found = await _refusal(alice.tasks.ListTasks(request))
+        assert found["code"] == grpc.StatusCode.INVALID_ARGUMENT
+        assert found["fields"] in (["search"], ["tag"])
     many = tasks_pb2.CreateTaskRequest(task_name="many", prompt_template="x")
     for i in range(4301):
         many.variables[f"v{i}"].values.extend("0123456789")

@@ -608,7 +608,8 @@ def test_job_size_bound_is_never_below_a_real_job() -> None:
     job = jobs_pb2.Job(
         subtask_id="0" * 36, task_id="0" * 36, owner_id="o" * 128, queue="high_priority",
         attempt=2**31 - 1, prompt="é" * 700, negative_prompt="n" * 70, width=4096,
-        height=4096, seed=2**63 - 1, use_polish=True, format=3, generation=2**31 - 1,
+        height=4096, seed=2**63 - 1, use_polish=True, format="IMAGE_FORMAT_JPEG",
+        generation=2**31 - 1,
         index=2**31 - 1, ratio="21:9",
     )  # fmt: skip
     job.create_time.GetCurrentTime()

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import structlog
 
-from auth import accounts, housekeeping, keys
+from auth import accounts, housekeeping, keys, validation
 from auth.config import AuthConfig
 from auth.core import Core, build_core
 from auth.servicer import AuthServicer
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
-from kiln.common import db, errors, interceptors, migrations, server
+from kiln.common import db, errors, interceptors, migrations, server, textlimits
 from kiln.common.config import ConfigError
 from kiln.common.tokens import StaticKeySource, TokenVerifier
 
@@ -52,7 +52,10 @@ class AuthApp:
         self.host = server.ServiceHost(
             config,
             [server.GrpcService(SERVICE_NAME, self._register)],
-            interceptors=interceptors.standard_interceptors(verifier, PUBLIC_METHODS),
+            interceptors=[
+                *interceptors.standard_interceptors(verifier, PUBLIC_METHODS),
+                textlimits.TextLimitInterceptor(validation.TEXT_LIMITS),
+            ],
             dependencies=[server.Dependency("postgresql", lambda: db.ping(self.engine))],
         )
         self._housekeeping: asyncio.Task[None] | None = None

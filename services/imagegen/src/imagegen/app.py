@@ -24,7 +24,7 @@ from imagegen.polish_cache import PolishCache
 from imagegen.servicer import ImageGenServicer
 from imagegen.store import ImageStore
 from imagegen.worker import Worker
-from kiln.common import bus, interceptors, jetstream, jwks, server
+from kiln.common import bus, interceptors, jetstream, jwks, server, textlimits
 from kiln.common.tokens import TokenVerifier
 from kiln.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 
@@ -102,7 +102,7 @@ class Runtime:
         await heartbeat.beat()
         heartbeat.start()
         await worker.start()
-        generator = generation.Generator(config, images)
+        generator = generation.Generator(config, images, controls.is_paused)
         return cls(config, worker_id, stats, controls, images, runner, worker, heartbeat, generator)
 
     async def stop(self, grace: float) -> None:
@@ -151,7 +151,10 @@ def build_host(
                 lambda s: imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server(servicer, s),
             )
         ],
-        interceptors=interceptors.standard_interceptors(verifier),
+        interceptors=[
+            *interceptors.standard_interceptors(verifier),
+            textlimits.TextLimitInterceptor(generation.TEXT_LIMITS),
+        ],
         dependencies=[server.Dependency("nats", lambda: jetstream.ping(nc))],
     )
 

@@ -101,6 +101,12 @@ class ImagegenConfig(ServerSettings, NatsSettings, TokenSettings, BusSettings):
     provider_options_high_priority: str = _provider_options("high_priority")
     provider_options_standard: str = _provider_options("standard")
     provider_options_lumina: str = _provider_options("lumina")
+    generate_max_per_user: int = setting(
+        "IMAGEGEN_GENERATE_MAX_PER_USER",
+        "Generate calls one user may have running on one worker; more is RESOURCE_EXHAUSTED.",
+        2,
+        check=positive,
+    )
     polisher: str = setting(
         "IMAGEGEN_POLISHER",
         f"Prompt polisher kind ({', '.join(POLISHER_KINDS)}).",

@@ -27,6 +27,9 @@ DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("task_finished",)
 MAX_SEED = 2**63 - 1
 """Seeds are non-negative int64 values, so they fit a proto int64 and a PostgreSQL bigint."""
 
+MAX_VARIABLE_NAME_LEN = 128
+"""Characters of a variable name (a placeholder in a template)."""
+
 MAX_RANDOM_SEED = 2**31 - 1
 """Random seeds stay within 31 bits, which every renderer we know of accepts."""
 

@@ -16,7 +16,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 
-from kiln.common import errors, ratios
+from kiln.common import errors, paging, ratios, textlimits
 from kiln.imagegen.v1 import imagegen_pb2, jobs_pb2
 from tasks import expansion
 from tasks import spec as task_spec
@@ -29,6 +29,32 @@ _MAX_VALUE_VIOLATIONS = 5
 list of a thousand long values gives a readable error rather than a thousand lines."""
 
 Violation = errors.FieldViolation
+
+_DEFAULTS = task_spec.Limits()
+_T = "kiln.tasks.v1."
+TEXT_LIMITS = textlimits.TextLimits(
+    default=256,  # ids, names, states: nothing longer is meaningful
+    fields={
+        f"{_T}CreateTaskRequest.task_name": _DEFAULTS.max_name_len,
+        f"{_T}CreateTaskRequest.prompt_template": _DEFAULTS.max_prompt_len,
+        f"{_T}TaskSettings.negative_prompt": _DEFAULTS.max_prompt_len,
+        f"{_T}CreateTaskRequest.VariablesEntry.key": task_spec.MAX_VARIABLE_NAME_LEN,
+        f"{_T}VariableValues.values": _DEFAULTS.max_value_len,
+        f"{_T}ZipGroup.variables": task_spec.MAX_VARIABLE_NAME_LEN,
+        f"{_T}TaskSettings.ratio": 16,
+        f"{_T}Webhook.url": _DEFAULTS.max_webhook_url_len,
+        f"{_T}CreateTaskRequest.tags": _DEFAULTS.max_tag_len,
+        f"{_T}CreateTaskRequest.request_id": _DEFAULTS.max_request_id_len,
+        f"{_T}ListTasksRequest.tag": _DEFAULTS.max_tag_len,
+        f"{_T}ListTasksRequest.search": _DEFAULTS.max_name_len,
+        f"{_T}ListTasksRequest.page_token": paging.MAX_TOKEN_LENGTH,
+        f"{_T}ListSubtasksRequest.page_token": paging.MAX_TOKEN_LENGTH,
+        f"{_T}VariableFilter.name": task_spec.MAX_VARIABLE_NAME_LEN,
+        f"{_T}VariableFilter.value": _DEFAULTS.max_value_len,
+    },
+)
+"""Every text field of every TaskService and SystemService request is at most this long
+(checked before the handler runs); CreateTask's domain checks below give finer messages."""
 
 
 def validate(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> int:
@@ -269,7 +295,7 @@ def _largest_empty_job() -> int:
         height=big,
         seed=task_spec.MAX_SEED,
         use_polish=True,
-        format=max(imagegen_pb2.ImageFormat.values()),
+        format=imagegen_pb2.ImageFormat.Name(max(imagegen_pb2.ImageFormat.values())),
         generation=big,
         index=big,
         ratio=max(ratios.RATIO_SIZES, key=len),
