@@ -37,7 +37,7 @@ def test_status_of_many_huge_violations_fits_the_trailers() -> None:
         ]
     )
     status = errors.to_status_proto(error, request_id="r" * 128)
-    assert len(status.message.encode()) <= errors.MAX_MESSAGE_BYTES
+    assert len(status.message.encode()) <= errors.MAX_ERROR_MESSAGE_BYTES
     assert status.ByteSize() <= errors.MAX_DETAILS_BYTES
     assert "more violations not shown" in str(status.details)
 

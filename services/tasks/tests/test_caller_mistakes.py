@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from kiln.tasks.v1 import tasks_pb2
+from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from tasks import testing as h
 
 
@@ -161,3 +161,26 @@ async def test_create_refuses_jobs_larger_than_the_bus_takes(
         assert fits.task.total_images == 2
     finally:
         await h.stop(running)
+
+
+async def test_request_size_limit_fits_create_task(server: h.Running) -> None:
+    """The tasks service takes a CreateTask of several MiB (twenty zipped variables of 500
+    values of 500 characters, 5 MB) but refuses a 9 MiB request (over its 8 MiB default)
+    with RESOURCE_EXHAUSTED before reading it into a handler."""
+    alice = server.client("alice")
+    big = tasks_pb2.CreateTaskRequest(task_name="big", prompt_template="{v0}", validate_only=True)
+    names = [f"v{i}" for i in range(20)]
+    for name in names:
+        big.variables[name].values.extend(f"{i:03d}" + "x" * 497 for i in range(500))
+    big.zip_groups.add().variables.extend(names)
+    assert big.ByteSize() > 5_000_000
+    # The response echoes the task, variables and all: take it on a channel that can.
+    target = f"127.0.0.1:{server.app.host.port}"
+    options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub = tasks_pb2_grpc.TaskServiceStub(channel)
+        created = await stub.CreateTask(big, metadata=alice.metadata, timeout=30)
+    assert created.task.total_images == 500
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await alice.tasks.ListTasks(tasks_pb2.ListTasksRequest(search="s" * 9 * 1024 * 1024))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -633,4 +633,4 @@ def test_huge_ratio_and_variable_name_are_echoed_cut() -> None:
         validation.validate(spec, LIMITS)
     for violation in caught.value.violations:
         assert len(violation.field) < 200 and len(violation.description) < 400, violation
-    assert len(caught.value.message) <= errors.MAX_MESSAGE_BYTES
+    assert len(caught.value.message) <= errors.MAX_ERROR_MESSAGE_BYTES

@@ -74,6 +74,12 @@ class ImagegenConfig(ServerSettings, NatsSettings, TokenSettings, BusSettings):
     grpc_port: int = setting(
         "GRPC_PORT", "gRPC port; 0 picks a free one.", 50053, check=non_negative
     )
+    max_message_bytes: int = setting(
+        "MAX_MESSAGE_BYTES",
+        "Largest gRPC request message accepted (a Generate request is two prompts).",
+        64 * 1024,
+        check=positive,
+    )
     auth_target: str = setting(
         "AUTH_TARGET",
         "host:port of the auth service, whose public keys verify tokens.",

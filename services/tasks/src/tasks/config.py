@@ -17,6 +17,13 @@ class TasksConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings,
     grpc_port: int = setting(
         "GRPC_PORT", "gRPC port; 0 picks a free one.", 50052, check=non_negative
     )
+    max_message_bytes: int = setting(
+        "MAX_MESSAGE_BYTES",
+        "Largest gRPC request message accepted: room for a CreateTask of 10,000 subtasks "
+        "with long values (other requests are a few KiB).",
+        8 * 1024 * 1024,
+        check=positive,
+    )
     auth_target: str = setting(
         "AUTH_TARGET",
         "host:port of the auth service, whose public keys verify tokens.",

@@ -23,7 +23,7 @@ _MAX_ECHOED_ID = 128
 # encoded) and the packed details to 3 KiB (4 KiB in base64).
 MAX_ECHO_CHARS = 64
 """Characters of a caller's value quoted in an error before it is cut."""
-MAX_MESSAGE_BYTES = 512
+MAX_ERROR_MESSAGE_BYTES = 512
 MAX_FIELD_BYTES = 160
 MAX_DESCRIPTION_BYTES = 320
 MAX_DETAILS_BYTES = 3072
@@ -68,7 +68,7 @@ class KilnError(Exception):
     reason: str = "INTERNAL"
 
     def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
-        message = clip(message, MAX_MESSAGE_BYTES)
+        message = clip(message, MAX_ERROR_MESSAGE_BYTES)
         super().__init__(message)
         self.message = message
         self.metadata = dict(metadata or {})
