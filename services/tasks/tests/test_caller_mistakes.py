@@ -184,3 +184,38 @@ async def test_request_size_limit_fits_create_task(server: h.Running) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await alice.tasks.ListTasks(tasks_pb2.ListTasksRequest(search="s" * 9 * 1024 * 1024))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_pages_of_long_prompts_fit_a_default_client(
+    tasks_config: h.TasksConfig, signer: h.TestSigner, database_url: str
+) -> None:
+    """Subtasks whose rendered prompts are long (here 200,000 characters each, twice) come
+    in pages a default client (4 MiB receive limit) can take, shorter than asked for, and
+    paging on from the token reaches every subtask once."""
+    cfg = h.make_config(
+        database_url, tasks_config.nats_url, TASKS_MAX_RENDERED_PROMPT_CHARS="1000000"
+    )
+    running = await h.start(cfg, signer)
+    try:
+        alice = running.client("alice")
+        request = tasks_pb2.CreateTaskRequest(
+            task_name="long prompts",
+            prompt_template="{v}" * 400,
+            settings=tasks_pb2.TaskSettings(negative_prompt="{v}" * 400),
+        )
+        request.variables["v"].values.extend(f"{i:03d}" + "x" * 497 for i in range(30))
+        task = (await alice.tasks.CreateTask(request)).task
+        seen: list[int] = []
+        token = ""
+        while True:
+            page = await alice.tasks.ListSubtasks(
+                tasks_pb2.ListSubtasksRequest(task_id=task.id, page_size=1000, page_token=token)
+            )
+            assert 0 < len(page.subtasks) < 30
+            seen += [s.index for s in page.subtasks]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == list(range(30))
+    finally:
+        await h.stop(running)

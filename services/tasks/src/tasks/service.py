@@ -261,8 +261,8 @@ class Tasks:
                 after_index=after,
                 limit=size + 1,
             )
-        page = found[:size]
-        token = paging.encode({"i": page[-1].idx}, filters) if len(found) > size else ""
+        page = _fitting(found[:size])
+        token = paging.encode({"i": page[-1].idx}, filters) if len(found) > len(page) else ""
         return page, token
 
     async def cancel(self, task_id: str) -> model.Task:
@@ -365,6 +365,24 @@ class Tasks:
         if subtask is None or (subtask.owner_id != caller.user_id and not caller.is_admin):
             raise errors.NotFound("subtask", subtask_id)
         return subtask
+
+
+_PAGE_TEXT_BYTES = 2 * 1024 * 1024
+"""A page of subtasks stops growing past this many bytes of text (a rendered prompt may be
+16,000 characters, twice per subtask), so a client's default 4 MiB receive limit takes
+any page; the next page token resumes after the last subtask sent."""
+
+
+def _fitting(subtasks: list[model.Subtask]) -> list[model.Subtask]:
+    """The longest prefix of `subtasks` (at least one) within _PAGE_TEXT_BYTES of text."""
+    total = 0
+    for count, subtask in enumerate(subtasks):
+        texts = [subtask.prompt, subtask.negative_prompt, subtask.polished_prompt or ""]
+        texts += [subtask.error_message or "", *subtask.variable_values.values()]
+        total += sum(len(t) if t.isascii() else len(t.encode()) for t in texts)
+        if total > _PAGE_TEXT_BYTES and count > 0:
+            return subtasks[:count]
+    return subtasks
 
 
 def _check_retryable(task: model.Task) -> None:
