@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor, message
 
-from kiln.common import errors
+from kiln.common import errors, interceptors
 
 _STRING = descriptor.FieldDescriptor.TYPE_STRING
 _MESSAGE = descriptor.FieldDescriptor.TYPE_MESSAGE
@@ -100,8 +100,9 @@ def _entry_type(field: descriptor.FieldDescriptor) -> descriptor.Descriptor | No
 
 
 class TextLimitInterceptor(grpc.aio.ServerInterceptor):
-    """Checks every unary request against `limits` before its handler runs. Put it after
-    the authentication interceptor, so an anonymous caller learns nothing from it."""
+    """Checks every unary request of the service's own RPCs against `limits` before its
+    handler runs. Put it after the authentication interceptor, so an anonymous caller
+    learns nothing from it."""
 
     def __init__(self, limits: TextLimits) -> None:
         self._limits = limits
@@ -112,7 +113,12 @@ class TextLimitInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or handler.request_streaming:
+        # Health and reflection are grpc's own services, with their own answers.
+        if (
+            handler is None
+            or handler.request_streaming
+            or details.method.startswith(interceptors.ALWAYS_PUBLIC_PREFIXES)
+        ):
             return handler
         check = self._limits.check
         if handler.response_streaming:
