@@ -23,9 +23,10 @@ class AuthConfig(ServerSettings, DatabaseSettings, TokenSettings):
     grpc_port: int = setting(
         "GRPC_PORT", "gRPC port; 0 picks a free one.", 50051, check=non_negative
     )
+    # Auth's requests are a few KiB at most.
     max_message_bytes: int = setting(
         "MAX_MESSAGE_BYTES",
-        "Largest gRPC request message accepted (auth's requests are a few KiB at most).",
+        "Largest gRPC request message accepted; each service's default fits its API.",
         64 * 1024,
         check=positive,
     )

@@ -74,9 +74,10 @@ class ImagegenConfig(ServerSettings, NatsSettings, TokenSettings, BusSettings):
     grpc_port: int = setting(
         "GRPC_PORT", "gRPC port; 0 picks a free one.", 50053, check=non_negative
     )
+    # A Generate request is two prompts.
     max_message_bytes: int = setting(
         "MAX_MESSAGE_BYTES",
-        "Largest gRPC request message accepted (a Generate request is two prompts).",
+        "Largest gRPC request message accepted; each service's default fits its API.",
         64 * 1024,
         check=positive,
     )

@@ -17,10 +17,10 @@ class TasksConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings,
     grpc_port: int = setting(
         "GRPC_PORT", "gRPC port; 0 picks a free one.", 50052, check=non_negative
     )
+    # Room for a CreateTask of 10,000 subtasks with long values; other requests are small.
     max_message_bytes: int = setting(
         "MAX_MESSAGE_BYTES",
-        "Largest gRPC request message accepted: room for a CreateTask of 10,000 subtasks "
-        "with long values (other requests are a few KiB).",
+        "Largest gRPC request message accepted; each service's default fits its API.",
         8 * 1024 * 1024,
         check=positive,
     )
