@@ -11,10 +11,16 @@ from kiln.common import errors, paging, textlimits
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 200
 MAX_PASSWORD_LENGTH = passwords.MAX_LENGTH
+MAX_CREDENTIAL_LENGTH = 8192
 _A = "kiln.auth.v1."
 TEXT_LIMITS = textlimits.TextLimits(
     default=256,  # ids, refresh tokens and API keys are far shorter
     fields={
+        # A malformed credential is UNAUTHENTICATED like any other wrong one; only absurd
+        # lengths are refused here.
+        f"{_A}ApiKeyCredential.api_key": MAX_CREDENTIAL_LENGTH,
+        f"{_A}RefreshTokenRequest.refresh_token": MAX_CREDENTIAL_LENGTH,
+        f"{_A}LogoutRequest.refresh_token": MAX_CREDENTIAL_LENGTH,
         f"{_A}RegisterRequest.email": MAX_EMAIL_LENGTH,
         f"{_A}RegisterRequest.password": MAX_PASSWORD_LENGTH,
         f"{_A}RegisterRequest.display_name": MAX_NAME_LENGTH,
