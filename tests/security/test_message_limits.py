@@ -8,6 +8,7 @@ import concurrent.futures
 from pathlib import Path
 
 import grpc
+from google.protobuf import message
 from security import rpcs
 from security.conftest import World
 
@@ -36,7 +37,9 @@ def test_anonymous_15_mib_requests_are_refused_without_growing_the_process(
     before = {p.pid: _high_water_mib(p.pid) for p in processes if p is not None}
     create = tasks_pb2.CreateTaskRequest(task_name="x", prompt_template="p" * HUGE)
     register = auth_pb2.RegisterRequest(email="a@example.com", password="p" * HUGE)
-    calls = [("TaskService.CreateTask", rpcs.TASKS, create)] * 10
+    calls: list[tuple[str, str, message.Message]] = [
+        ("TaskService.CreateTask", rpcs.TASKS, create)
+    ] * 10
     calls += [("AuthService.Register", rpcs.AUTH, register)] * 10
     with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
         outcomes = list(
