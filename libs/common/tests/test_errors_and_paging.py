@@ -42,6 +42,12 @@ def test_status_of_many_huge_violations_fits_the_trailers() -> None:
     assert "more violations not shown" in str(status.details)
 
 
+def test_error_metadata_values_are_cut() -> None:
+    """ErrorInfo metadata built from a caller's value is cut like every other echo."""
+    error = errors.FailedPrecondition("no", metadata={"queue": "q" * 20_000})
+    assert len(error.metadata["queue"].encode()) <= errors.MAX_FIELD_BYTES
+
+
 def _nested(depth: int) -> bytes:
     return b'{"p":' + b"[" * depth + b"]" * depth + b"}"
 

@@ -71,7 +71,7 @@ class KilnError(Exception):
         message = clip(message, MAX_ERROR_MESSAGE_BYTES)
         super().__init__(message)
         self.message = message
-        self.metadata = dict(metadata or {})
+        self.metadata = {k: clip(v, MAX_FIELD_BYTES) for k, v in (metadata or {}).items()}
 
     def details(
         self,
