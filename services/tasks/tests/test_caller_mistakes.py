@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -141,26 +142,30 @@ async def test_create_refuses_a_template_that_renders_too_long(server: h.Running
     assert list(listed.tasks) == []
 
 
-async def test_create_refuses_jobs_larger_than_the_bus_takes(
+@pytest.fixture
+async def roomy(
     tasks_config: h.TasksConfig, signer: h.TestSigner, database_url: str
-) -> None:
-    """With the rendered limit raised, a task whose jobs exceed the NATS server's max
-    payload (1 MiB by default, read from the connection) is refused on prompt_template,
-    naming the bus's limit, rather than stored to fail in the dispatcher."""
+) -> AsyncIterator[h.Running]:
+    """A tasks server whose rendered prompts may reach 2,000,000 characters."""
     cfg = h.make_config(
         database_url, tasks_config.nats_url, TASKS_MAX_RENDERED_PROMPT_CHARS="2000000"
     )
     running = await h.start(cfg, signer)
-    try:
-        alice = running.client("alice")
-        found = await _refusal(alice.tasks.CreateTask(_exploding("é" * 500)))
-        assert found["code"] == grpc.StatusCode.INVALID_ARGUMENT
-        assert found["fields"] == ["prompt_template"]
-        assert "message bus's limit of" in found["message"]
-        fits = await alice.tasks.CreateTask(_exploding("x" * 100))  # 2 x 133,300 bytes
-        assert fits.task.total_images == 2
-    finally:
-        await h.stop(running)
+    yield running
+    await h.stop(running)
+
+
+async def test_create_refuses_jobs_larger_than_the_bus_takes(roomy: h.Running) -> None:
+    """With the rendered limit raised, a task whose jobs exceed the NATS server's max
+    payload (1 MiB by default, read from the connection) is refused on prompt_template,
+    naming the bus's limit, rather than stored to fail in the dispatcher."""
+    alice = roomy.client("alice")
+    found = await _refusal(alice.tasks.CreateTask(_exploding("é" * 500)))
+    assert found["code"] == grpc.StatusCode.INVALID_ARGUMENT
+    assert found["fields"] == ["prompt_template"]
+    assert "message bus's limit of" in found["message"]
+    fits = await alice.tasks.CreateTask(_exploding("x" * 100))  # 2 x 133,300 bytes
+    assert fits.task.total_images == 2
 
 
 async def test_request_size_limit_fits_create_task(server: h.Running) -> None:
@@ -186,36 +191,27 @@ async def test_request_size_limit_fits_create_task(server: h.Running) -> None:
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-async def test_pages_of_long_prompts_fit_a_default_client(
-    tasks_config: h.TasksConfig, signer: h.TestSigner, database_url: str
-) -> None:
+async def test_pages_of_long_prompts_fit_a_default_client(roomy: h.Running) -> None:
     """Subtasks whose rendered prompts are long (here 200,000 characters each, twice) come
     in pages a default client (4 MiB receive limit) can take, shorter than asked for, and
     paging on from the token reaches every subtask once."""
-    cfg = h.make_config(
-        database_url, tasks_config.nats_url, TASKS_MAX_RENDERED_PROMPT_CHARS="1000000"
+    alice = roomy.client("alice")
+    request = tasks_pb2.CreateTaskRequest(
+        task_name="long prompts",
+        prompt_template="{v}" * 400,
+        settings=tasks_pb2.TaskSettings(negative_prompt="{v}" * 400),
     )
-    running = await h.start(cfg, signer)
-    try:
-        alice = running.client("alice")
-        request = tasks_pb2.CreateTaskRequest(
-            task_name="long prompts",
-            prompt_template="{v}" * 400,
-            settings=tasks_pb2.TaskSettings(negative_prompt="{v}" * 400),
+    request.variables["v"].values.extend(f"{i:03d}" + "x" * 497 for i in range(30))
+    task = (await alice.tasks.CreateTask(request)).task
+    seen: list[int] = []
+    token = ""
+    while True:
+        page = await alice.tasks.ListSubtasks(
+            tasks_pb2.ListSubtasksRequest(task_id=task.id, page_size=1000, page_token=token)
         )
-        request.variables["v"].values.extend(f"{i:03d}" + "x" * 497 for i in range(30))
-        task = (await alice.tasks.CreateTask(request)).task
-        seen: list[int] = []
-        token = ""
-        while True:
-            page = await alice.tasks.ListSubtasks(
-                tasks_pb2.ListSubtasksRequest(task_id=task.id, page_size=1000, page_token=token)
-            )
-            assert 0 < len(page.subtasks) < 30
-            seen += [s.index for s in page.subtasks]
-            token = page.next_page_token
-            if not token:
-                break
-        assert seen == list(range(30))
-    finally:
-        await h.stop(running)
+        assert 0 < len(page.subtasks) < 30
+        seen += [s.index for s in page.subtasks]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(range(30))
