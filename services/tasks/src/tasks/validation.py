@@ -45,6 +45,11 @@ TEXT_LIMITS = textlimits.TextLimits(
         f"{_T}Webhook.url": _DEFAULTS.max_webhook_url_len,
         f"{_T}CreateTaskRequest.tags": _DEFAULTS.max_tag_len,
         f"{_T}CreateTaskRequest.request_id": _DEFAULTS.max_request_id_len,
+        # A whole Task travels in requests too (UpdateTask sends one back).
+        f"{_T}Task.task_name": _DEFAULTS.max_name_len,
+        f"{_T}Task.prompt_template": _DEFAULTS.max_prompt_len,
+        f"{_T}Task.VariablesEntry.key": task_spec.MAX_VARIABLE_NAME_LEN,
+        f"{_T}Task.tags": _DEFAULTS.max_tag_len,
         f"{_T}ListTasksRequest.tag": _DEFAULTS.max_tag_len,
         f"{_T}ListTasksRequest.search": _DEFAULTS.max_name_len,
         f"{_T}ListTasksRequest.page_token": paging.MAX_TOKEN_LENGTH,
