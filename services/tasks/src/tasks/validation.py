@@ -33,7 +33,9 @@ Violation = errors.FieldViolation
 _DEFAULTS = task_spec.Limits()
 _T = "kiln.tasks.v1."
 TEXT_LIMITS = textlimits.TextLimits(
-    default=256,  # ids, names, states: nothing longer is meaningful
+    # Ids: an id that is no UUID names nothing and is NOT_FOUND like any other (tenancy:
+    # "malformed" and "someone else's" look alike), so only absurd lengths are refused.
+    default=8192,
     fields={
         f"{_T}CreateTaskRequest.task_name": _DEFAULTS.max_name_len,
         f"{_T}CreateTaskRequest.prompt_template": _DEFAULTS.max_prompt_len,
