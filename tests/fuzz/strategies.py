@@ -9,6 +9,8 @@ tricky text; the other leaves come from Hypothesis directly.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from google.protobuf import descriptor, message, message_factory
@@ -55,11 +57,76 @@ TRICKY_TEXT = [
     "00000000-0000-0000-0000-000000000000",
     "*",
 ]
+HUGE_TEXT = [
+    "r" * 20_000,  # echoed whole, a value this long overflowed the client's 8 KiB trailers
+    "é" * 7_000,  # multi-byte: 14 KB of UTF-8, tripled by percent-encoding in grpc-message
+    "{v}" * 1333,  # a template that renders to megabytes
+]
+"""Huge values: every text field must be held to its length limit, and nothing a caller
+sends may come back whole in an error."""
 
 
 def default_strings() -> st.SearchStrategy[str]:
-    """Random text mixed with values that often break parsers and queries."""
-    return st.one_of(st.text(max_size=40), st.sampled_from(TRICKY_TEXT))
+    """Random text mixed with values that often break parsers and queries, and huge ones."""
+    return st.one_of(st.text(max_size=40), st.sampled_from(TRICKY_TEXT), st.sampled_from(HUGE_TEXT))
+
+
+_JSON_LEAVES: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**80), 2**80),
+    st.floats(allow_nan=False),
+    st.text(max_size=30),
+    st.sampled_from(["", "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00", "0" * 36, "x" * 900]),
+)
+JSON_VALUES: st.SearchStrategy[Any] = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+"""Any JSON value, scalars of every type and range included."""
+
+
+def _decode(token: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    return decoded
+
+
+def _encode(data: Any) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _deep(depth: int) -> bytes:
+    return b'{"p":' + b"[" * depth + b"]" * depth + b',"f":"x"}'
+
+
+def page_tokens(real: str) -> st.SearchStrategy[str]:
+    """Page tokens built from `real`, a token the server issued (base64 of JSON: a position
+    `p` and a filter fingerprint `f`): its position's values swapped for any JSON value
+    (`"i": true`, 2**80, a list...), keys dropped or added, a position that is not an
+    object, deeply nested JSON, and tokens far too long. The fingerprint is kept, so the
+    server reads the position rather than refusing the token at once."""
+    data = _decode(real)
+    position: dict[str, Any] = data["p"]
+
+    @st.composite
+    def mutated(draw: st.DrawFn) -> str:
+        changed = dict(position)
+        for key in draw(st.lists(st.sampled_from(sorted(position)), unique=True)):
+            if draw(st.booleans()):
+                changed[key] = draw(JSON_VALUES)
+            else:
+                del changed[key]
+        if draw(st.booleans()):
+            changed[draw(st.text(max_size=3))] = draw(JSON_VALUES)
+        return _encode({"p": changed, "f": data["f"]})
+
+    return st.one_of(
+        mutated(),
+        JSON_VALUES.map(lambda p: _encode({"p": p, "f": data["f"]})),
+        st.sampled_from([_encode(_deep(20_000)), _encode(_deep(200)), "A" * 5000, real + "A" * 4]),
+    )
 
 
 def _message_type(field: descriptor.FieldDescriptor) -> descriptor.Descriptor:

@@ -545,3 +545,76 @@ def test_empty_event_filter_means_task_finished() -> None:
     webhook = make_webhook()
     assert validation.validate(make_spec(webhook=webhook), LIMITS) == 2
     assert webhook.selected_events == ("task_finished",)
+
+
+# --- rendered sizes, and caller text echoed -----------------------------------------------
+
+
+def _exploding_spec(value: str) -> task_spec.TaskSpec:
+    """A 3,999-character template of 1,333 placeholders of one 500-character value: it
+    renders to 666,500 characters (in the prompt and again in the negative prompt)."""
+    template = "{v}" * 1333
+    return make_spec(
+        prompt_template=template,
+        negative_prompt=template,
+        variables={"v": ("short", value)},
+    )
+
+
+def test_rendered_prompt_over_the_limit_is_refused() -> None:
+    """The prompt limit applies to the rendered prompt (longest value per placeholder), on
+    both the prompt and the negative prompt, naming each field and the limit."""
+    found = violations(_exploding_spec("x" * 500))
+    for field in ("prompt_template", "settings.negative_prompt"):
+        assert "renders to up to 666500 characters" in found[field]
+        assert f"over the limit of {LIMITS.max_rendered_prompt_len}" in found[field]
+
+
+def test_rendered_prompt_at_the_limit_is_accepted() -> None:
+    """A template whose longest rendering is exactly the limit passes."""
+    limits = dataclasses.replace(LIMITS, max_rendered_prompt_len=len("a blue cat"))
+    assert validation.validate(make_spec(prompt_template="a {color} cat"), limits) == 2
+
+
+def test_a_job_larger_than_the_bus_takes_is_refused() -> None:
+    """With the bus's limit known, a task whose largest job (in UTF-8 bytes: 'é' is two)
+    would not fit is refused on prompt_template, naming the bus's limit."""
+    limits = dataclasses.replace(LIMITS, max_rendered_prompt_len=10**6, max_job_bytes=1_048_320)
+    found = violations(_exploding_spec("é" * 500), limits)
+    assert "over the message bus's limit of 1048320 bytes" in found["prompt_template"]
+    assert validation.job_size_bound(666_500 * 2, 666_500 * 2) > 1_048_320
+
+
+def test_job_size_bound_is_never_below_a_real_job() -> None:
+    """The bound covers an encoded job with long ids, big numbers and the given prompts."""
+    from kiln.imagegen.v1 import jobs_pb2  # noqa: PLC0415
+
+    job = jobs_pb2.Job(
+        subtask_id="0" * 36, task_id="0" * 36, owner_id="o" * 128, queue="high_priority",
+        attempt=2**31 - 1, prompt="é" * 700, negative_prompt="n" * 70, width=4096,
+        height=4096, seed=2**63 - 1, use_polish=True, format="IMAGE_FORMAT_JPEG",
+        generation=2**31 - 1,
+        index=2**31 - 1, ratio="21:9",
+    )  # fmt: skip
+    job.create_time.GetCurrentTime()
+    assert validation.job_size_bound(1400, 70) >= job.ByteSize()
+
+
+def test_thousands_of_variables_are_refused_not_crashed() -> None:
+    """4,301 variables (a product too long to print) get the variable-count violation,
+    not an internal error."""
+    names = [f"v{i}" for i in range(4301)]
+    spec = make_spec(prompt_template="x", variables={n: tuple("0123456789") for n in names})
+    found = violations(spec)
+    assert "has 4301 variables, over the limit of 20" in found["variables"]
+
+
+def test_huge_ratio_and_variable_name_are_echoed_cut() -> None:
+    """A 20 KB ratio and a 20 KB variable name appear in the error only cut short."""
+    name = "n" * 20_000
+    spec = make_spec(ratio="r" * 20_000, variables={"color": ("red",), name: ("x",)})
+    with pytest.raises(errors.InvalidArgument) as caught:
+        validation.validate(spec, LIMITS)
+    for violation in caught.value.violations:
+        assert len(violation.field) < 200 and len(violation.description) < 400, violation
+    assert len(caught.value.message) <= errors.MAX_ERROR_MESSAGE_BYTES

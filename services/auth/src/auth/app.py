@@ -10,13 +10,13 @@ from pathlib import Path
 
 import structlog
 
-from auth import accounts, housekeeping, keys
+from auth import accounts, housekeeping, keys, validation
 from auth.account_publisher import AccountPublisher
 from auth.config import AuthConfig
 from auth.core import Core, build_core
 from auth.servicer import AuthServicer
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
-from kiln.common import db, errors, interceptors, migrations, server, startup
+from kiln.common import db, errors, interceptors, migrations, server, startup, textlimits
 from kiln.common.account_states import AccountStates
 from kiln.common.config import ConfigError
 from kiln.common.tokens import StaticKeySource, TokenVerifier
@@ -66,9 +66,10 @@ class AuthApp:
         self.host = server.ServiceHost(
             config,
             [server.GrpcService(SERVICE_NAME, self._register)],
-            interceptors=interceptors.standard_interceptors(
-                verifier, PUBLIC_METHODS, self.account_states
-            ),
+            interceptors=[
+                *interceptors.standard_interceptors(verifier, PUBLIC_METHODS, self.account_states),
+                textlimits.TextLimitInterceptor(validation.TEXT_LIMITS),
+            ],
             dependencies=[server.Dependency("postgresql", lambda: db.ping(self.engine))],
         )
         self._housekeeping: asyncio.Task[None] | None = None

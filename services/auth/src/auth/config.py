@@ -23,6 +23,13 @@ class AuthConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings):
     grpc_port: int = setting(
         "GRPC_PORT", "gRPC port; 0 picks a free one.", 50051, check=non_negative
     )
+    # Auth's requests are a few KiB at most.
+    max_message_bytes: int = setting(
+        "MAX_MESSAGE_BYTES",
+        "Largest gRPC request message accepted; each service's default fits its API.",
+        64 * 1024,
+        check=positive,
+    )
 
     access_token_ttl: float = setting(
         "AUTH_ACCESS_TOKEN_TTL_SECONDS",

@@ -48,9 +48,7 @@ def decode(token: str, query: str) -> Cursor | None:
     if position is None:
         return None
     try:
-        cursor = Cursor(datetime.datetime.fromisoformat(position["t"]), uuid.UUID(position["i"]))
-    except (KeyError, TypeError, ValueError):
-        raise errors.InvalidArgument.field("page_token", "is not a valid page token") from None
-    if cursor.create_time.tzinfo is None:
-        raise errors.InvalidArgument.field("page_token", "is not a valid page token")
-    return cursor
+        row_id = uuid.UUID(tokens.text_at(position, "i"))
+    except ValueError:
+        raise tokens.invalid_token() from None
+    return Cursor(tokens.time_at(position, "t"), row_id)

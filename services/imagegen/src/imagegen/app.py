@@ -23,7 +23,7 @@ from imagegen.polish_cache import PolishCache
 from imagegen.servicer import ImageGenServicer
 from imagegen.store import ImageStore
 from imagegen.worker import Worker
-from kiln.common import bus, interceptors, jetstream, jwks, server, tls
+from kiln.common import bus, interceptors, jetstream, jwks, server, textlimits, tls
 from kiln.common.account_states import AccountStates
 from kiln.common.tokens import TokenVerifier
 from kiln.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
@@ -103,7 +103,7 @@ class Runtime:
         await heartbeat.beat()
         heartbeat.start()
         await worker.start()
-        generator = generation.Generator(config, images)
+        generator = generation.Generator(config, images, controls.is_paused)
         return cls(config, worker_id, stats, controls, images, runner, worker, heartbeat, generator)
 
     async def stop(self, grace: float) -> None:
@@ -160,7 +160,10 @@ def build_host(
                 lambda s: imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server(servicer, s),
             )
         ],
-        interceptors=interceptors.standard_interceptors(verifier, accounts=accounts),
+        interceptors=[
+            *interceptors.standard_interceptors(verifier, accounts=accounts),
+            textlimits.TextLimitInterceptor(generation.TEXT_LIMITS),
+        ],
         dependencies=dependencies,
     )
 

@@ -76,6 +76,13 @@ class ImagegenConfig(
     grpc_port: int = setting(
         "GRPC_PORT", "gRPC port; 0 picks a free one.", 50053, check=non_negative
     )
+    # A Generate request is two prompts.
+    max_message_bytes: int = setting(
+        "MAX_MESSAGE_BYTES",
+        "Largest gRPC request message accepted; each service's default fits its API.",
+        64 * 1024,
+        check=positive,
+    )
     auth_target: str = setting(
         "AUTH_TARGET",
         "host:port of the auth service, whose public keys verify tokens.",
@@ -103,6 +110,12 @@ class ImagegenConfig(
     provider_options_high_priority: str = _provider_options("high_priority")
     provider_options_standard: str = _provider_options("standard")
     provider_options_lumina: str = _provider_options("lumina")
+    generate_max_per_user: int = setting(
+        "IMAGEGEN_GENERATE_MAX_PER_USER",
+        "Generate calls one user may have running on one worker; more is RESOURCE_EXHAUSTED.",
+        2,
+        check=positive,
+    )
     polisher: str = setting(
         "IMAGEGEN_POLISHER",
         f"Prompt polisher kind ({', '.join(POLISHER_KINDS)}).",

@@ -10,16 +10,24 @@ import asyncio
 import contextlib
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from imagegen import events, imaging, pipeline, providers
 from imagegen.config import ImagegenConfig
 from imagegen.providers import instant, procedural
-from kiln.common import errors, ratios
+from kiln.common import errors, principal, ratios, textlimits
 from kiln.common.bus import QUEUES
 from kiln.imagegen.v1 import imagegen_pb2
 
 MAX_PROMPT_CHARS = 4000
+TEXT_LIMITS = textlimits.TextLimits(
+    default=256,
+    fields={
+        "kiln.imagegen.v1.GenerateRequest.prompt": MAX_PROMPT_CHARS,
+        "kiln.imagegen.v1.GenerateRequest.negative_prompt": MAX_PROMPT_CHARS,
+    },
+)
+"""Every text field of every ImageGenService request is at most this long."""
 _FORMATS = {
     imagegen_pb2.IMAGE_FORMAT_UNSPECIFIED: imaging.ImageFormat.PNG,
     imagegen_pb2.IMAGE_FORMAT_PNG: imaging.ImageFormat.PNG,
@@ -97,15 +105,69 @@ def to_kiln_error(error: providers.RenderError) -> errors.KilnError:
     return errors.FailedPrecondition(error.message)
 
 
-class Generator:
-    """Renders single images with the worker's providers."""
+class QueuePaused(errors.FailedPrecondition):
+    """An operator paused the queue a Generate call would render on."""
 
-    def __init__(self, config: ImagegenConfig, images: pipeline.Pipeline) -> None:
+    reason = "QUEUE_PAUSED"
+
+
+class UserSlots:
+    """Generate calls running per user on this worker, at most `limit` each: one caller's
+    burst must not take every render slot (and slow everyone's tasks) on the worker."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def take(self, user_id: str) -> Iterator[None]:
+        """Holds one of `user_id`'s slots; RESOURCE_EXHAUSTED when all are taken."""
+        running = self.active.get(user_id, 0)
+        if running >= self.limit:
+            raise errors.ResourceExhausted(
+                f"you already have {running} Generate calls running on this worker, the "
+                f"limit is {self.limit}; wait for one to finish",
+                retry_after=1.0,
+            )
+        self.active[user_id] = running + 1
+        try:
+            yield
+        finally:
+            left = self.active[user_id] - 1
+            if left:
+                self.active[user_id] = left
+            else:
+                del self.active[user_id]
+
+
+class Generator:
+    """Renders single images with the worker's providers, within each user's share and
+    only on queues that are not paused."""
+
+    def __init__(
+        self,
+        config: ImagegenConfig,
+        images: pipeline.Pipeline,
+        is_paused: Callable[[str], bool] = lambda _queue: False,
+    ) -> None:
         self._config = config
         self._pipeline = images
+        self._is_paused = is_paused
+        self.slots = UserSlots(config.generate_max_per_user)
 
     async def generate(self, spec: GenerateSpec) -> AsyncIterator[imagegen_pb2.GenerateResponse]:
-        """Progress updates, then the image; KilnError on failure."""
+        """Progress updates, then the image; KilnError on failure (FAILED_PRECONDITION
+        QUEUE_PAUSED on a paused queue, RESOURCE_EXHAUSTED past the caller's share)."""
+        if self._is_paused(spec.queue):
+            raise QueuePaused(
+                f"the {spec.queue} queue is paused by an operator; Generate on it is refused "
+                "until the queue is resumed"
+            )
+        with self.slots.take(principal.current().user_id):
+            async for response in self._generate(spec):
+                yield response
+
+    async def _generate(self, spec: GenerateSpec) -> AsyncIterator[imagegen_pb2.GenerateResponse]:
         updates: asyncio.Queue[imagegen_pb2.GenerateProgress] = asyncio.Queue()
 
         async def progress(step: int, total: int) -> None:

@@ -17,7 +17,18 @@ import structlog
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kiln.common import bus, db, interceptors, jetstream, jwks, migrations, server, startup, tls
+from kiln.common import (
+    bus,
+    db,
+    interceptors,
+    jetstream,
+    jwks,
+    migrations,
+    server,
+    startup,
+    textlimits,
+    tls,
+)
 from kiln.common.account_states import AccountStates
 from kiln.common.tokens import TokenVerifier
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -30,6 +41,7 @@ from tasks import (
     progress,
     service,
     system,
+    validation,
     watch,
     webhooks,
 )
@@ -225,7 +237,10 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
                 lambda s: tasks_pb2_grpc.add_SystemServiceServicer_to_server(system_servicer, s),
             ),
         ],
-        interceptors=interceptors.standard_interceptors(verifier, accounts=accounts),
+        interceptors=[
+            *interceptors.standard_interceptors(verifier, accounts=accounts),
+            textlimits.TextLimitInterceptor(validation.TEXT_LIMITS),
+        ],
         dependencies=[
             server.Dependency("postgresql", lambda: db.ping(engine)),
             server.Dependency("nats", lambda: jetstream.ping(nc)),

@@ -30,6 +30,13 @@ class TasksConfig(
     grpc_port: int = setting(
         "GRPC_PORT", "gRPC port; 0 picks a free one.", 50052, check=non_negative
     )
+    # Room for a CreateTask of 10,000 subtasks with long values; other requests are small.
+    max_message_bytes: int = setting(
+        "MAX_MESSAGE_BYTES",
+        "Largest gRPC request message accepted; each service's default fits its API.",
+        8 * 1024 * 1024,
+        check=positive,
+    )
     auth_target: str = setting(
         "AUTH_TARGET",
         "host:port of the auth service, whose public keys verify tokens.",
@@ -37,6 +44,12 @@ class TasksConfig(
     )
     max_subtasks: int = setting(
         "TASKS_MAX_SUBTASKS", "Subtasks one task may expand to.", 10_000, check=positive
+    )
+    max_rendered_prompt_chars: int = setting(
+        "TASKS_MAX_RENDERED_PROMPT_CHARS",
+        "Characters a prompt or negative prompt may reach with its placeholders filled in.",
+        16_000,
+        check=positive,
     )
     max_active_tasks_per_user: int = setting(
         "TASKS_MAX_ACTIVE_TASKS_PER_USER",
@@ -181,5 +194,7 @@ class TasksConfig(
     def limits(self) -> spec.Limits:
         """The task limits this config sets."""
         return spec.Limits(
-            max_subtasks=self.max_subtasks, allow_private_webhooks=self.webhook_allow_private
+            max_subtasks=self.max_subtasks,
+            max_rendered_prompt_len=self.max_rendered_prompt_chars,
+            allow_private_webhooks=self.webhook_allow_private,
         )

@@ -47,6 +47,13 @@ class Runtime:
     wake_dispatcher: Callable[[], None] = lambda: None
     wake_webhooks: Callable[[], None] = lambda: None
 
+    def task_limits(self) -> spec.Limits:
+        """`limits` with the largest job the bus takes now (the server's max payload, which
+        the connection keeps from its last INFO, so this works while NATS is down too)."""
+        return dataclasses.replace(
+            self.limits, max_job_bytes=self.nc.max_payload - validation.JOB_HEADER_ALLOWANCE
+        )
+
 
 def _visible(task: model.Task | None, task_id: str, caller: principal.Principal) -> model.Task:
     if task is None or (task.owner_id != caller.user_id and not caller.is_admin):
@@ -109,7 +116,7 @@ class Tasks:
         """Validates, expands and stores a task with its subtasks and outbox rows in one
         transaction; returns it with its ETA in seconds. Idempotent on request_id."""
         caller = principal.current()
-        total = validation.validate(task_spec, self.rt.limits)
+        total = validation.validate(task_spec, self.rt.task_limits())
         if validate_only:
             eta = await self.rt.estimator.seconds(task_spec.queue, total)
             return _preview(task_spec, caller.user_id, total), eta
@@ -204,11 +211,12 @@ class Tasks:
         after = None
         if position is not None:
             try:
-                after = (dt.datetime.fromisoformat(position["t"]), str(uuid.UUID(position["i"])))
-            except (KeyError, TypeError, ValueError):
-                raise errors.InvalidArgument.field(
-                    "page_token", "is not a valid page token"
-                ) from None
+                after = (
+                    paging.time_at(position, "t"),
+                    str(uuid.UUID(paging.text_at(position, "i"))),
+                )
+            except ValueError:
+                raise paging.invalid_token() from None
         async with self.rt.engine.connect() as conn:
             found = await store.list_tasks(
                 conn,
@@ -242,12 +250,7 @@ class Tasks:
         size = paging.page_size(page_size, _SUBTASKS_DEFAULT_PAGE)
         filters = paging.fingerprint(task_id, sorted(states), sorted(variables.items()))
         position = paging.decode(page_token, filters)
-        after = -1
-        if position is not None:
-            value = position.get("i")
-            if not isinstance(value, int):
-                raise errors.InvalidArgument.field("page_token", "is not a valid page token")
-            after = value
+        after = -1 if position is None else paging.int_at(position, "i")
         async with self.rt.engine.connect() as conn:
             _visible(await store.get_task(conn, task_id), task_id, caller)
             found = await store.list_subtasks(
@@ -258,8 +261,8 @@ class Tasks:
                 after_index=after,
                 limit=size + 1,
             )
-        page = found[:size]
-        token = paging.encode({"i": page[-1].idx}, filters) if len(found) > size else ""
+        page = _fitting(found[:size])
+        token = paging.encode({"i": page[-1].idx}, filters) if len(found) > len(page) else ""
         return page, token
 
     async def cancel(self, task_id: str) -> model.Task:
@@ -362,6 +365,24 @@ class Tasks:
         if subtask is None or (subtask.owner_id != caller.user_id and not caller.is_admin):
             raise errors.NotFound("subtask", subtask_id)
         return subtask
+
+
+_PAGE_TEXT_BYTES = 2 * 1024 * 1024
+"""A page of subtasks stops growing past this many bytes of text (a rendered prompt may be
+16,000 characters, twice per subtask), so a client's default 4 MiB receive limit takes
+any page; the next page token resumes after the last subtask sent."""
+
+
+def _fitting(subtasks: list[model.Subtask]) -> list[model.Subtask]:
+    """The longest prefix of `subtasks` (at least one) within _PAGE_TEXT_BYTES of text."""
+    total = 0
+    for count, subtask in enumerate(subtasks):
+        texts = [subtask.prompt, subtask.negative_prompt, subtask.polished_prompt or ""]
+        texts += [subtask.error_message or "", *subtask.variable_values.values()]
+        total += sum(len(t) if t.isascii() else len(t.encode()) for t in texts)
+        if total > _PAGE_TEXT_BYTES and count > 0:
+            return subtasks[:count]
+    return subtasks
 
 
 def _check_retryable(task: model.Task) -> None:

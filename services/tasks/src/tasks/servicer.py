@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 
 from kiln.common import errors
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from tasks import convert, images, service, system
+from tasks import convert, images, service, system, validation
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no annotations
 
@@ -67,8 +67,13 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.ListSubtasksRequest, context: Context
     ) -> tasks_pb2.ListSubtasksResponse:
         variables: dict[str, str] = {}
-        violations = []
+        violations: list[errors.FieldViolation] = []
         for i, item in enumerate(request.variable_filters):
+            violations += [
+                errors.FieldViolation(f"variable_filters[{i}].{part}", validation.NUL_PROBLEM)
+                for part, text in (("name", item.name), ("value", item.value))
+                if "\x00" in text  # PostgreSQL text cannot hold it: not a value to look for
+            ]
             if not item.name:
                 violations.append(
                     errors.FieldViolation(f"variable_filters[{i}].name", "must not be empty")
@@ -76,7 +81,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             elif item.name in variables and variables[item.name] != item.value:
                 violations.append(
                     errors.FieldViolation(
-                        f"variable_filters[{i}]", f"{item.name!r} is filtered twice"
+                        f"variable_filters[{i}]", f"{errors.echo(item.name)} is filtered twice"
                     )
                 )
             variables[item.name] = item.value

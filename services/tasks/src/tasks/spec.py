@@ -27,6 +27,9 @@ DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("task_finished",)
 MAX_SEED = 2**63 - 1
 """Seeds are non-negative int64 values, so they fit a proto int64 and a PostgreSQL bigint."""
 
+MAX_VARIABLE_NAME_LEN = 128
+"""Characters of a variable name (a placeholder in a template)."""
+
 MAX_RANDOM_SEED = 2**31 - 1
 """Random seeds stay within 31 bits, which every renderer we know of accepts."""
 
@@ -96,6 +99,9 @@ class Limits:
     max_priority: int = 9
     max_name_len: int = 200
     max_prompt_len: int = 4000
+    max_rendered_prompt_len: int = 16_000
+    """Characters a prompt or negative prompt may reach once its placeholders are filled
+    in: a short template of many placeholders can otherwise render to megabytes."""
     max_tags: int = 20
     max_tag_len: int = 64
     max_variables: int = 20
@@ -104,3 +110,6 @@ class Limits:
     max_request_id_len: int = 128
     max_webhook_url_len: int = 2048
     allow_private_webhooks: bool = False
+    max_job_bytes: int = 0
+    """Bytes one job message may take on the bus (its max payload, less room for headers);
+    0 skips the check. The service sets it from its NATS connection."""

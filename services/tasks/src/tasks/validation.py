@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 
-from kiln.common import errors, ratios
+from kiln.common import errors, paging, ratios, textlimits
+from kiln.imagegen.v1 import imagegen_pb2, jobs_pb2
 from tasks import expansion, webhook_target
 from tasks import spec as task_spec
 
@@ -24,6 +26,39 @@ _MAX_VALUE_VIOLATIONS = 5
 list of a thousand long values gives a readable error rather than a thousand lines."""
 
 Violation = errors.FieldViolation
+
+_DEFAULTS = task_spec.Limits()
+_T = "kiln.tasks.v1."
+TEXT_LIMITS = textlimits.TextLimits(
+    # Ids: an id that is no UUID names nothing and is NOT_FOUND like any other (tenancy:
+    # "malformed" and "someone else's" look alike), so only absurd lengths are refused.
+    default=8192,
+    fields={
+        f"{_T}CreateTaskRequest.task_name": _DEFAULTS.max_name_len,
+        f"{_T}CreateTaskRequest.prompt_template": _DEFAULTS.max_prompt_len,
+        f"{_T}TaskSettings.negative_prompt": _DEFAULTS.max_prompt_len,
+        f"{_T}CreateTaskRequest.VariablesEntry.key": task_spec.MAX_VARIABLE_NAME_LEN,
+        f"{_T}VariableValues.values": _DEFAULTS.max_value_len,
+        f"{_T}ZipGroup.variables": task_spec.MAX_VARIABLE_NAME_LEN,
+        f"{_T}TaskSettings.ratio": 16,
+        f"{_T}Webhook.url": _DEFAULTS.max_webhook_url_len,
+        f"{_T}CreateTaskRequest.tags": _DEFAULTS.max_tag_len,
+        f"{_T}CreateTaskRequest.request_id": _DEFAULTS.max_request_id_len,
+        # A whole Task travels in requests too (UpdateTask sends one back).
+        f"{_T}Task.task_name": _DEFAULTS.max_name_len,
+        f"{_T}Task.prompt_template": _DEFAULTS.max_prompt_len,
+        f"{_T}Task.VariablesEntry.key": task_spec.MAX_VARIABLE_NAME_LEN,
+        f"{_T}Task.tags": _DEFAULTS.max_tag_len,
+        f"{_T}ListTasksRequest.tag": _DEFAULTS.max_tag_len,
+        f"{_T}ListTasksRequest.search": _DEFAULTS.max_name_len,
+        f"{_T}ListTasksRequest.page_token": paging.MAX_TOKEN_LENGTH,
+        f"{_T}ListSubtasksRequest.page_token": paging.MAX_TOKEN_LENGTH,
+        f"{_T}VariableFilter.name": task_spec.MAX_VARIABLE_NAME_LEN,
+        f"{_T}VariableFilter.value": _DEFAULTS.max_value_len,
+    },
+)
+"""Every text field of every TaskService and SystemService request is at most this long
+(checked before the handler runs); CreateTask's domain checks below give finer messages."""
 
 
 def validate(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> int:
@@ -52,6 +87,9 @@ def validate(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> int:
     if (
         not group_violations
         and 0 <= spec.images_per_combination <= limits.max_images_per_combination
+        # Thousands of variables make a product too long to print (Python refuses ints of
+        # over 4300 digits); the variable count's own violation says what to fix.
+        and len(spec.variables) <= limits.max_variables
     ):
         combinations = math.prod(len(spec.variables[axis[0]]) for axis in expansion.axes(spec))
         total = combinations * spec.images
@@ -101,6 +139,8 @@ def _too_long(length: int, limit: int) -> str:
 
 
 def _variable_field(name: str) -> str:
+    if len(name) > errors.MAX_ECHO_CHARS:  # the path must not echo a 20 KB name
+        return f"variables[{json.dumps(name[: errors.MAX_ECHO_CHARS] + '...', ensure_ascii=False)}]"
     return f"variables[{json.dumps(name, ensure_ascii=False)}]"
 
 
@@ -154,11 +194,13 @@ def _check_zip_groups(spec: task_spec.TaskSpec) -> Iterator[Violation]:
         for v, name in enumerate(group):
             member = f"{field}.variables[{v}]"
             if name not in spec.variables:
-                yield Violation(member, f"names no variable: {name!r}")
+                yield Violation(member, f"names no variable: {errors.echo(name)}")
             elif owner.get(name) == g:
-                yield Violation(member, f"{name!r} is listed twice in this group")
+                yield Violation(member, f"{errors.echo(name)} is listed twice in this group")
             elif name in owner:
-                yield Violation(member, f"{name!r} is already in zip_groups[{owner[name]}]")
+                yield Violation(
+                    member, f"{errors.echo(name)} is already in zip_groups[{owner[name]}]"
+                )
             else:
                 owner[name] = g
         lengths = {name: len(spec.variables[name]) for name in group if name in spec.variables}
@@ -170,6 +212,8 @@ def _check_zip_groups(spec: task_spec.TaskSpec) -> Iterator[Violation]:
 def _check_prompts(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> Iterator[Violation]:
     if not spec.prompt_template.strip():
         yield Violation("prompt_template", "must not be empty")
+    longest = _Longest(spec.variables)
+    rendered_bytes: list[int] = []
     for field, text in (
         ("prompt_template", spec.prompt_template),
         ("settings.negative_prompt", spec.negative_prompt),
@@ -180,11 +224,102 @@ def _check_prompts(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> Iterat
         for problem in template.problems:
             yield Violation(field, problem)
         known = ", ".join(spec.variables) or "none"
-        for name in template.placeholders:
-            if name not in spec.variables:
-                yield Violation(
-                    field, f"placeholder {{{name}}} names no variable (variables: {known})"
-                )
+        unknown = [name for name in template.placeholders if name not in spec.variables]
+        for name in unknown:
+            yield Violation(field, f"placeholder {{{name}}} names no variable (variables: {known})")
+        if template.problems or unknown:
+            continue
+        chars, utf8 = longest.rendering(template)
+        if chars > limits.max_rendered_prompt_len:
+            yield Violation(
+                field,
+                f"renders to up to {chars} characters (with the longest value of each "
+                f"variable), over the limit of {limits.max_rendered_prompt_len}",
+            )
+        rendered_bytes.append(utf8)
+    if limits.max_job_bytes and len(rendered_bytes) == 2:
+        size = job_size_bound(*rendered_bytes)
+        if size > limits.max_job_bytes:
+            yield Violation(
+                "prompt_template",
+                f"a job of this task would take up to {size} bytes (prompt and negative prompt "
+                f"rendered), over the message bus's limit of {limits.max_job_bytes} bytes",
+            )
+
+
+class _Longest:
+    """The longest value of each variable, in characters and in UTF-8 bytes, computed once
+    per variable a template uses: the longest rendering of a template is its literal text
+    plus the longest value of each placeholder, found without rendering any subtask."""
+
+    def __init__(self, variables: Mapping[str, Sequence[str]]) -> None:
+        self._variables = variables
+        self._found: dict[str, tuple[int, int]] = {}
+
+    def of(self, name: str) -> tuple[int, int]:
+        found = self._found.get(name)
+        if found is None:
+            values = self._variables[name]
+            found = (
+                max(map(len, values), default=0),
+                max((len(v) if v.isascii() else len(v.encode()) for v in values), default=0),
+            )
+            self._found[name] = found
+        return found
+
+    def rendering(self, template: expansion.Template) -> tuple[int, int]:
+        """The longest rendering of `template`: (characters, UTF-8 bytes)."""
+        chars = sum(map(len, template.literals))
+        utf8 = sum(len(literal.encode()) for literal in template.literals)
+        for name in template.names:
+            value_chars, value_bytes = self.of(name)
+            chars += value_chars
+            utf8 += value_bytes
+        return chars, utf8
+
+
+JOB_HEADER_ALLOWANCE = 256
+"""Bytes of a job's bus message kept for its headers (the dedupe id): the bus's max
+payload counts headers and body together."""
+_MAX_OWNER_ID_LEN = 128
+"""Longer than any user id the auth service issues (UUIDs), so the bound holds for all."""
+
+
+def _largest_empty_job() -> int:
+    """The encoded size of the largest job with empty prompts: every other field at its
+    longest or largest value."""
+    big = 2**31 - 1
+    job = jobs_pb2.Job(
+        subtask_id=str(uuid.UUID(int=0)),
+        task_id=str(uuid.UUID(int=0)),
+        owner_id="x" * _MAX_OWNER_ID_LEN,
+        queue=max(task_spec.QUEUES, key=len),
+        attempt=big,
+        width=big,
+        height=big,
+        seed=task_spec.MAX_SEED,
+        use_polish=True,
+        format=imagegen_pb2.ImageFormat.Name(max(imagegen_pb2.ImageFormat.values())),
+        generation=big,
+        index=big,
+        ratio=max(ratios.RATIO_SIZES, key=len),
+    )
+    job.create_time.seconds = 253402300799  # 9999-12-31, the largest a Timestamp holds
+    job.create_time.nanos = 999_999_999
+    return job.ByteSize()
+
+
+_EMPTY_JOB_BYTES = _largest_empty_job()
+
+
+def job_size_bound(prompt_bytes: int, negative_prompt_bytes: int) -> int:
+    """The most bytes a job can encode to, given its prompts' UTF-8 lengths."""
+    return _EMPTY_JOB_BYTES + _string_field(prompt_bytes) + _string_field(negative_prompt_bytes)
+
+
+def _string_field(length: int) -> int:
+    # A proto3 string field: one tag byte, the length as a varint, the bytes; absent if empty.
+    return 0 if length == 0 else 1 + (length.bit_length() + 6) // 7 + length
 
 
 def _check_scalars(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> Iterator[Violation]:
@@ -216,7 +351,7 @@ def _check_scalars(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> Iterat
 
 
 def _unknown(what: str, value: str, allowed: Sequence[str]) -> str:
-    return f"unknown {what} {value!r}; use one of {', '.join(allowed)}"
+    return f"unknown {what} {errors.echo(value)}; use one of {', '.join(allowed)}"
 
 
 def _check_tags(tags: Sequence[str], limits: task_spec.Limits) -> Iterator[Violation]:

@@ -29,6 +29,8 @@ def create_engine(settings: DatabaseSettings, application_name: str) -> AsyncEng
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Parameters are callers' data (and secrets): keep them out of exception text.
+        hide_parameters=True,
         connect_args={
             "application_name": application_name,
             "options": f"-c statement_timeout={timeout_ms}",

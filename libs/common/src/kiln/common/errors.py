@@ -17,13 +17,48 @@ from google.rpc import error_details_pb2, status_pb2
 ERROR_DOMAIN = "kiln"
 _MAX_ECHOED_ID = 128
 
+# Errors travel in the trailers (grpc-message, percent-encoded, and grpc-status-details-bin,
+# base64), and a client refuses trailers over 8 KiB as RESOURCE_EXHAUSTED. So every text a
+# caller can make long is cut here, in UTF-8 bytes: the message to 512 bytes (at most 1.5 KiB
+# encoded) and the packed details to 3 KiB (4 KiB in base64).
+MAX_ECHO_CHARS = 64
+"""Characters of a caller's value quoted in an error before it is cut."""
+MAX_ERROR_MESSAGE_BYTES = 512
+MAX_FIELD_BYTES = 160
+MAX_DESCRIPTION_BYTES = 320
+MAX_DETAILS_BYTES = 3072
+
+
+def echo(value: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """`value` quoted for an error message, cut to `limit` characters (noting its length),
+    so a caller's 20 KB input is never sent back whole."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def clip(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` bytes of UTF-8 (on a character boundary)."""
+    if len(text) * 4 <= max_bytes:  # cheap: no character takes more than four bytes
+        return text
+    raw = text.encode()
+    if len(raw) <= max_bytes:
+        return text
+    return raw[: max_bytes - 3].decode(errors="ignore") + "..."
+
 
 @dataclasses.dataclass(frozen=True)
 class FieldViolation:
-    """One problem with one request field; `field` is a dotted path such as `settings.ratio`."""
+    """One problem with one request field; `field` is a dotted path such as `settings.ratio`.
+
+    Both texts are cut to a bounded size: a field path can hold a caller's map key."""
 
     field: str
     description: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", clip(self.field, MAX_FIELD_BYTES))
+        object.__setattr__(self, "description", clip(self.description, MAX_DESCRIPTION_BYTES))
 
 
 class KilnError(Exception):
@@ -33,9 +68,10 @@ class KilnError(Exception):
     reason: str = "INTERNAL"
 
     def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        message = clip(message, MAX_ERROR_MESSAGE_BYTES)
         super().__init__(message)
         self.message = message
-        self.metadata = dict(metadata or {})
+        self.metadata = {k: clip(v, MAX_FIELD_BYTES) for k, v in (metadata or {}).items()}
 
     def details(
         self,
@@ -106,8 +142,7 @@ class NotFound(KilnError):
     def __init__(self, resource: str, resource_id: str) -> None:
         # The id is the caller's input: echoed whole, a huge one made the trailers exceed
         # the client's 8 KiB metadata limit, which turned NOT_FOUND into RESOURCE_EXHAUSTED.
-        if len(resource_id) > _MAX_ECHOED_ID:
-            resource_id = resource_id[:_MAX_ECHOED_ID] + "..."
+        resource_id = clip(resource_id, _MAX_ECHOED_ID)
         super().__init__(
             f"{resource} {resource_id!r} not found",
             metadata={"resource": resource, "id": resource_id},
@@ -230,7 +265,28 @@ def to_status_proto(error: KilnError, *, request_id: str | None = None) -> statu
         if request_id and isinstance(detail, error_details_pb2.ErrorInfo):
             detail.metadata["request_id"] = request_id
         status.details.add().Pack(detail)
+    if status.ByteSize() > MAX_DETAILS_BYTES:
+        _shrink_violations(status)
     return status
+
+
+def _shrink_violations(status: status_pb2.Status) -> None:
+    """Drops field violations from the end until the status fits MAX_DETAILS_BYTES, and
+    says how many were left out."""
+    for packed in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        if not packed.Unpack(bad_request):
+            continue
+        everything = list(bad_request.field_violations)
+        keep = len(everything)
+        while keep > 0 and status.ByteSize() > MAX_DETAILS_BYTES:
+            keep = keep // 2 if keep > 8 else keep - 1
+            trimmed = error_details_pb2.BadRequest(field_violations=everything[:keep])
+            trimmed.field_violations.add(
+                field="request", description=f"{len(everything) - keep} more violations not shown"
+            )
+            packed.Pack(trimmed)
+        return
 
 
 def status_code_number(code: grpc.StatusCode) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -31,6 +33,7 @@ def configure_logging(service: str, level: str = "info", fmt: str = "auto") -> N
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_service(service),
+        withhold_database_error_text,
     ]
     renderer: Any = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
@@ -75,3 +78,52 @@ def _exception_formatter(use_console: bool) -> Any:
     if use_console:
         return lambda _logger, _name, event: event
     return structlog.processors.format_exc_info
+
+
+_WITHHELD = "(message withheld: database errors quote the values of the statement)"
+
+
+def withhold_database_error_text(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Renders a logged exception whose chain holds a database error without any exception
+    message: PostgreSQL quotes parameter values in its errors (`invalid input syntax ...:
+    "<value>"`, `Key (email)=(<value>)`), so only types, SQLSTATE and frames are logged."""
+    exc_info = event.get("exc_info")
+    if not exc_info:
+        return event
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    error = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
+    if error is None or not any(_is_database_error(e) for e in _chain(error)):
+        return event
+    event.pop("exc_info")
+    event["exception"] = "".join(
+        _frames(e.__traceback__) + f"{type(e).__module__}.{type(e).__qualname__}{_sqlstate(e)} "
+        f"{_WITHHELD}\n"
+        for e in reversed(_chain(error))
+    )
+    return event
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in found:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _is_database_error(error: BaseException) -> bool:
+    module = type(error).__module__
+    return module.startswith(("sqlalchemy", "psycopg", "asyncpg"))
+
+
+def _sqlstate(error: BaseException) -> str:
+    code = getattr(error, "sqlstate", None) or getattr(
+        getattr(error, "orig", None), "sqlstate", None
+    )
+    return f" (SQLSTATE {code})" if isinstance(code, str) else ""
+
+
+def _frames(tb: TracebackType | None) -> str:
+    return "Traceback (most recent call last):\n" + "".join(traceback.format_tb(tb))

@@ -51,7 +51,7 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
     """Channel arguments for a Kiln server."""
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_send_message_bytes),
         # grpc core sheds load (CANCELLED) past ~1000 queued calls by default.
         ("grpc.server.max_pending_requests", settings.max_pending_requests),
         ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_requests * 2),

@@ -84,9 +84,12 @@ class ServerSettings(LogSettings, ServerTlsSettings):
     )
     max_message_bytes: int = setting(
         "MAX_MESSAGE_BYTES",
-        "Largest gRPC message accepted or sent.",
-        16 * 1024 * 1024,
+        "Largest gRPC request message accepted; each service's default fits its API.",
+        4 * 1024 * 1024,
         check=positive,
+    )
+    max_send_message_bytes: int = setting(
+        "MAX_SEND_MESSAGE_BYTES", "Largest gRPC message sent.", 16 * 1024 * 1024, check=positive
     )
     max_pending_requests: int = setting(
         "MAX_PENDING_REQUESTS",
