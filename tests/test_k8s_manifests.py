@@ -33,7 +33,8 @@ import config_table  # type: ignore[import-not-found,unused-ignore]
 import pytest
 import yaml
 
-from kiln.common import bus
+from kiln.common import bus, natsauth
+from kiln.common.testing import nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS_DIR = ROOT / "deploy" / "k8s" / "overlays"
@@ -56,6 +57,7 @@ PREEXISTING_SECRETS: dict[str, dict[str, frozenset[str]]] = {
     "prod": {
         "kiln-database": frozenset({"DATABASE_URL"}),
         "kiln-auth-signing-keys": frozenset({"signing-key.pem"}),
+        "kiln-nats-credentials": frozenset({"tasks", "imagegen", "auth"}),
     },
 }
 
@@ -776,6 +778,79 @@ def test_key_paths_are_mounted(overlay: str) -> None:
 def test_nats_config_matches_its_statefulset(overlay: str) -> None:
     """nats.conf uses the declared ports and, clustered, routes to every replica."""
     assert_clean(check_nats(load(overlay)))
+
+
+def _secret_ref(env: list[Doc], name: str) -> tuple[str, str] | None:
+    for entry in env:
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if entry["name"] == name and ref:
+            return str(ref["name"]), str(ref["key"])
+    return None
+
+
+def check_nats_credentials(m: Manifests) -> list[str]:
+    """Every NATS client container connects as its own role (NATS_USER = the service, the
+    password from that role's key of the credentials Secret), and the NATS servers read
+    each role's password from the same Secret key (nats-auth.conf refers to it)."""
+    problems = []
+    server_refs: dict[str, tuple[str, str] | None] = {}
+    clients: list[tuple[str, str, list[Doc]]] = []
+    for workload in m.workloads():
+        for container in workload.pod["containers"]:
+            env = container.get("env", [])
+            if container["name"] == "nats":
+                for role in natsauth.ROLES:
+                    server_refs[role] = _secret_ref(env, natsauth.password_variable(role))
+            service = kiln_service(container)
+            config_maps = [
+                e["configMapRef"]["name"]
+                for e in container.get("envFrom", [])
+                if "configMapRef" in e
+            ]
+            reads_bus = any(name.startswith("kiln-bus") for name in config_maps)
+            if service is not None and reads_bus:
+                clients.append((f"{workload.ref} container {container['name']}", service, env))
+    for role in natsauth.ROLES:
+        if server_refs.get(role) is None:
+            problems.append(f"nats: {natsauth.password_variable(role)} is not from a Secret")
+    for where, service, env in clients:
+        user = next((e.get("value") for e in env if e["name"] == "NATS_USER"), None)
+        if user != service:
+            problems.append(f"{where}: NATS_USER is {user!r}, not {service!r}")
+        ref = _secret_ref(env, "NATS_PASSWORD")
+        if ref is None or ref != server_refs.get(service):
+            problems.append(f"{where}: NATS_PASSWORD is not the servers' {service} password")
+    return problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_bus_client_has_its_own_nats_user(overlay: str) -> None:
+    """tasks and every worker Deployment connect with their own role's NATS credentials,
+    the same Secret key the NATS servers check them against."""
+    assert_clean(check_nats_credentials(load(overlay)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_server_accepts_the_rendered_config(overlay: str, tmp_path: Path) -> None:
+    """The real nats-server loads the overlay's NATS config (with authorization from
+    nats-auth.conf and the passwords from the environment the StatefulSet gives it)."""
+    m = load(overlay)
+    [sts] = [s for s in m.of_kind("StatefulSet") if s["metadata"]["name"] == "nats"]
+    [container] = sts["spec"]["template"]["spec"]["containers"]
+    volume = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
+    for key, text in m.config_maps()[volume["configMap"]["name"]].items():
+        (tmp_path / key).write_text(text)
+    env = {e["name"]: e.get("value", "from-the-cluster") for e in container["env"]}
+    result = subprocess.run(
+        [str(nats_server_binary()), "--config", str(tmp_path / "nats.conf"), "-t"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "authorization" in (tmp_path / "nats-auth.conf").read_text()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

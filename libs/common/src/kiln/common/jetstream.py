@@ -182,8 +182,16 @@ async def _update_limits(
     max_bytes: int,
     discard: js_api.DiscardPolicy | None,
 ) -> None:
+    window = current.duplicate_window
+    if max_age and window and window > max_age:
+        window = max_age  # the server refuses a dedupe window longer than the retention
     wanted = dataclasses.replace(
-        current, num_replicas=replicas, max_age=max_age, max_bytes=max_bytes, discard=discard
+        current,
+        num_replicas=replicas,
+        max_age=max_age,
+        max_bytes=max_bytes,
+        discard=discard,
+        duplicate_window=window,
     )
     before = (current.num_replicas, current.max_age or 0.0, current.max_bytes, current.discard)
     after = (replicas, max_age, max_bytes, discard)
