@@ -27,17 +27,61 @@ def cluster() -> Iterator[NatsCluster]:
         yield servers
 
 
-async def _replicas(nats_url: str) -> dict[str, tuple[int, str]]:
+WANTED = (
+    bus.JOBS_STREAM,
+    bus.EVENTS_STREAM,
+    bus.ADVISORIES_STREAM,
+    f"KV_{bus.WORKERS_BUCKET}",
+    f"KV_{bus.QUEUE_STATE_BUCKET}",
+    f"KV_{bus.CANCELLATIONS_BUCKET}",
+    f"KV_{bus.POLISH_CACHE_BUCKET}",
+    f"OBJ_{bus.IMAGES_STORE}",
+)
+"""Every stream Kiln creates, the buckets' and the image store's included."""
+
+
+async def _replicas(nats_url: str) -> dict[str, tuple[int | None, str, int]]:
+    """Stream -> (configured replicas, leader, replicas in the cluster report)."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
         found = {}
-        for info in await js.streams_info():
-            leader = info.cluster.leader if info.cluster is not None else ""
-            found[info.config.name or ""] = (info.config.num_replicas, leader or "")
+        for name in WANTED:
+            info = await js.stream_info(name)
+            cluster = info.cluster
+            leader = (cluster.leader if cluster is not None else None) or ""
+            peers = len(cluster.replicas or []) + 1 if cluster is not None else 1
+            found[name] = (info.config.num_replicas, leader, peers)
         return found
     finally:
         await nc.close()
+
+
+CONSUMERS = (
+    *((bus.JOBS_STREAM, bus.worker_consumer(q)) for q in bus.QUEUES),
+    (bus.EVENTS_STREAM, bus.PROGRESS_CONSUMER),
+    (bus.ADVISORIES_STREAM, bus.ADVISORIES_CONSUMER),
+)
+
+
+async def _consumer_peers(nats_url: str) -> list[int]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        peers = []
+        for stream, consumer in CONSUMERS:
+            cluster = (await js.consumer_info(stream, consumer)).cluster
+            peers.append(len(cluster.replicas or []) + 1 if cluster is not None else 1)
+        return peers
+    finally:
+        await nc.close()
+
+
+def _all_three_copies(nats_url: str) -> bool:
+    streams = checks.run(_replicas(nats_url))
+    if not all(replicas == 3 and peers == 3 for replicas, _, peers in streams.values()):
+        return False
+    return all(peers == 3 for peers in checks.run(_consumer_peers(nats_url)))
 
 
 async def _provision_single_copy(nats_url: str) -> None:
@@ -72,19 +116,14 @@ def test_killing_one_of_three_servers_loses_nothing(
     client = harness.Client(stack.tasks.target, stack.token())
     database_url = stack.env["DATABASE_URL"]
     try:
-        streams = checks.run(_replicas(cluster.servers[0].url))
-        wanted = {
-            bus.JOBS_STREAM,
-            bus.EVENTS_STREAM,
-            bus.ADVISORIES_STREAM,
-            f"KV_{bus.WORKERS_BUCKET}",
-            f"KV_{bus.QUEUE_STATE_BUCKET}",
-            f"KV_{bus.CANCELLATIONS_BUCKET}",
-            f"KV_{bus.POLISH_CACHE_BUCKET}",
-            f"OBJ_{bus.IMAGES_STORE}",
-        }
-        assert wanted <= set(streams)
-        assert {name: streams[name][0] for name in wanted} == dict.fromkeys(wanted, 3)
+        # Scaling up copies the existing data (and the consumers) to the new peers; the
+        # work-queue stream takes about ten seconds.
+        checks.wait_until(
+            lambda: _all_three_copies(cluster.servers[0].url),
+            within=60,
+            every=0.5,
+            what="3 copies of every stream and consumer",
+        )
 
         task = client.create(JOBS)
         checks.wait_until(
@@ -111,6 +150,10 @@ def test_killing_one_of_three_servers_loses_nothing(
             total_seconds=round(took, 2),
             max_delivery=summary.max_delivery,
         )
+    except AssertionError:
+        for process in (stack.tasks, *stack.workers):
+            print(f"--- {process.name}\n{process.log_tail(60)}")
+        raise
     finally:
         client.close()
         stack.close()
