@@ -111,7 +111,9 @@ def test_killing_one_of_three_servers_loses_nothing(
         tmp_path,
         workers=2,
         worker_env={**harness.slow(STEP), "WORKER_CONCURRENCY": "2"},
-        extra_env={**harness.BASE_ENV, "JETSTREAM_REPLICAS": "3"},
+        # ack_wait above a failover's few seconds (leader elections of the streams and
+        # consumers the killed server led), so the failover does not use up deliveries.
+        extra_env={**harness.BASE_ENV, "JETSTREAM_REPLICAS": "3", "JOB_ACK_WAIT_SECONDS": "10"},
     )
     client = harness.Client(stack.tasks.target, stack.token())
     database_url = stack.env["DATABASE_URL"]

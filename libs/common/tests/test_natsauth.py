@@ -248,3 +248,21 @@ def test_kubernetes_nats_config_grants_the_same_permissions() -> None:
     """The authorization block the Kubernetes NATS servers load is the one this module
     renders (passwords from the environment), so deployments get the tested permissions."""
     assert K8S_AUTH_CONF.read_text() == natsauth.authorization_config()
+
+
+async def test_a_service_reads_its_password_from_a_file(
+    private_nats: NatsServer, tmp_path: Path
+) -> None:
+    """NATS_PASSWORD_FILE (a mounted Secret) works like NATS_PASSWORD; the connection is
+    the role's own (its health probe, JetStream account info, is allowed)."""
+    user, password = private_nats.role_credentials(natsauth.IMAGEGEN)
+    secret = tmp_path / "nats-password"
+    secret.write_text(password + "\n")
+    settings = NatsSettings(
+        nats_url=private_nats.anonymous_url, nats_user=user, nats_password_file=str(secret)
+    )
+    client = await jetstream.connect(settings, natsauth.IMAGEGEN)
+    try:
+        assert await jetstream.ping(client)
+    finally:
+        await client.close()

@@ -51,7 +51,10 @@ FAST = {
 def make_config(database_url: str, nats_url: str, **overrides: str) -> TasksConfig:
     """A config for tests: short intervals, private webhooks allowed."""
     env = {**FAST, "DATABASE_URL": database_url, "NATS_URL": nats_url, **overrides}
-    env.update(nats_server.service_env(env["NATS_URL"], "tasks"))  # the tasks role's rights
+    # The tasks role's credentials (they win over the harness superuser's in NATS_URL, which
+    # stays so that a test can make another config from this one's nats_url).
+    role = nats_server.service_env(env["NATS_URL"], "tasks")
+    env.update({k: v for k, v in role.items() if k != "NATS_URL"})
     return config.load(TasksConfig, environ=env, env_file=None)
 
 

@@ -93,7 +93,8 @@ class BusSettings:
     jetstream_replicas: int = setting(
         "JETSTREAM_REPLICAS",
         "Copies JetStream keeps of every stream, key-value bucket and the image store "
-        "(1, or 3/5 on a cluster of that many servers); existing ones are updated at start.",
+        "(1, or 3/5 on a cluster of that many servers); the tasks service updates existing ones "
+        "at start.",
         1,
         check=lambda n: None if 1 <= n <= 5 else "must be between 1 and 5",
     )
