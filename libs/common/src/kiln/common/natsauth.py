@@ -192,8 +192,9 @@ def _quote(text: str) -> str:
     return f'"{escaped}"'
 
 
-def _subjects(subjects: Iterable[str]) -> str:
-    return "[" + ", ".join(_quote(s) for s in subjects) + "]"
+def _subjects(subjects: Iterable[str]) -> list[str]:
+    """One subject per line, so a review of the rendered file reads like a list."""
+    return [f"        {_quote(s)}" for s in subjects]
 
 
 def authorization_config(
@@ -218,8 +219,12 @@ def authorization_config(
         allowed = permissions(role)
         lines += [
             f"    {{user: {_quote(role)}, password: {password}, permissions: {{",
-            f"      publish: {{allow: {_subjects(allowed.publish)}}}",
-            f"      subscribe: {{allow: {_subjects(allowed.subscribe)}}}",
+            "      publish: {allow: [",
+            *_subjects(allowed.publish),
+            "      ]}",
+            "      subscribe: {allow: [",
+            *_subjects(allowed.subscribe),
+            "      ]}",
             "    }}",
         ]
     if superuser is not None:
