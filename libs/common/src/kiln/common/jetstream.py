@@ -94,15 +94,21 @@ async def provision(js: JetStreamContext, topology: Topology) -> None:
 
 
 async def wait_until_provisioned(
-    js: JetStreamContext, topology: Topology, poll: float = 1.0
+    js: JetStreamContext, topology: Topology, poll: float = 0.25
 ) -> None:
     """Returns once everything in `topology` exists; for a service that may not create it
-    (a worker waits for the tasks service, which owns the bus)."""
+    (a worker waits for the tasks service, which owns the bus). Logs what it waits for
+    whenever that changes."""
+    reported = None
     while True:
         missing = await _first_missing(js, topology)
         if missing is None:
+            if reported is not None:
+                log.info("bus_provisioned")
             return
-        log.info("bus_not_provisioned_yet", missing=missing)
+        if missing != reported:
+            log.info("bus_not_provisioned_yet", missing=missing)
+            reported = missing
         await asyncio.sleep(poll)
 
 
