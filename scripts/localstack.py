@@ -119,8 +119,9 @@ def main() -> int:
         nats_url = os.environ.get("NATS_URL", "")
         if not nats_url:
             nats = stack.enter_context(NatsServer(directory=DATA / "nats"))
-            nats_url = nats.url
-            say(f"nats-server (JetStream) on {nats_url}, data in {DATA / 'nats'}")
+            nats_url = nats.url  # the services get their own roles' credentials from it
+            say(f"nats-server (JetStream) on {nats.anonymous_url}, data in {DATA / 'nats'}")
+            say(f"  authorization on; development credentials in {DATA / 'nats' / 'nats.conf'}")
         database_url = os.environ.get("DATABASE_URL", "")
         if not database_url:
             postgres = stack.enter_context(PostgresServer(directory=postgres_home()))

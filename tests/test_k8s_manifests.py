@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -38,7 +39,9 @@ from prometheus_client import REGISTRY
 
 import imagegen.metrics
 import tasks.metrics
-from kiln.common import bus, metrics
+from kiln.common import bus, metrics, natsauth
+from kiln.common.testing import nats_server_binary
+from kiln.common.testing.certs import PrivateCa
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS_DIR = ROOT / "deploy" / "k8s" / "overlays"
@@ -61,11 +64,13 @@ PREEXISTING_SECRETS: dict[str, dict[str, frozenset[str]]] = {
     "prod": {
         "kiln-database": frozenset({"DATABASE_URL"}),
         "kiln-auth-signing-keys": frozenset({"signing-key.pem"}),
+        "kiln-nats-credentials": frozenset({"tasks", "imagegen", "auth"}),
     },
     # components/pgbouncer/kustomization.yaml documents the two it adds.
     "prod-all-options": {
         "kiln-database": frozenset({"DATABASE_URL"}),
         "kiln-auth-signing-keys": frozenset({"signing-key.pem"}),
+        "kiln-nats-credentials": frozenset({"tasks", "imagegen", "auth"}),
         "kiln-database-pooled": frozenset({"DATABASE_URL"}),
         "kiln-pgbouncer": frozenset({"databases.ini", "userlist.txt"}),
     },
@@ -1058,6 +1063,94 @@ def test_tls_files_are_mounted(overlay: str) -> None:
 def test_nats_config_matches_its_statefulset(overlay: str) -> None:
     """nats.conf uses the declared ports and, clustered, routes to every replica."""
     assert_clean(check_nats(load(overlay)))
+
+
+def _secret_ref(env: list[Doc], name: str) -> tuple[str, str] | None:
+    for entry in env:
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if entry["name"] == name and ref:
+            return str(ref["name"]), str(ref["key"])
+    return None
+
+
+def check_nats_credentials(m: Manifests) -> list[str]:
+    """Every NATS client container connects as its own role (NATS_USER = the service, the
+    password from that role's key of the credentials Secret), and the NATS servers read
+    each role's password from the same Secret key (nats-auth.conf refers to it)."""
+    problems = []
+    server_refs: dict[str, tuple[str, str] | None] = {}
+    clients: list[tuple[str, str, list[Doc]]] = []
+    for workload in m.workloads():
+        for container in workload.pod["containers"]:
+            env = container.get("env", [])
+            if container["name"] == "nats":
+                for role in natsauth.ROLES:
+                    server_refs[role] = _secret_ref(env, natsauth.password_variable(role))
+            service = kiln_service(container)
+            config_maps = [
+                e["configMapRef"]["name"]
+                for e in container.get("envFrom", [])
+                if "configMapRef" in e
+            ]
+            data = m.config_maps()
+            reads_bus = any("NATS_URL" in data.get(name, {}) for name in config_maps)
+            if service is not None and reads_bus:
+                clients.append((f"{workload.ref} container {container['name']}", service, env))
+    for role in natsauth.ROLES:
+        if server_refs.get(role) is None:
+            problems.append(f"nats: {natsauth.password_variable(role)} is not from a Secret")
+    for where, service, env in clients:
+        user = next((e.get("value") for e in env if e["name"] == "NATS_USER"), None)
+        if user != service:
+            problems.append(f"{where}: NATS_USER is {user!r}, not {service!r}")
+        ref = _secret_ref(env, "NATS_PASSWORD")
+        if ref is None or ref != server_refs.get(service):
+            problems.append(f"{where}: NATS_PASSWORD is not the servers' {service} password")
+    return problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_bus_client_has_its_own_nats_user(overlay: str) -> None:
+    """tasks and every worker Deployment connect with their own role's NATS credentials,
+    the same Secret key the NATS servers check them against."""
+    assert_clean(check_nats_credentials(load(overlay)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_server_accepts_the_rendered_config(overlay: str, tmp_path: Path) -> None:
+    """The real nats-server loads the overlay's NATS config (with authorization from
+    nats-auth.conf, the passwords from the environment the StatefulSet gives it, and, where
+    the overlay mounts a TLS Secret, a certificate of a test CA in its place)."""
+    m = load(overlay)
+    [sts] = [s for s in m.of_kind("StatefulSet") if s["metadata"]["name"] == "nats"]
+    [container] = sts["spec"]["template"]["spec"]["containers"]
+    pod = sts["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    mounts = {mount["name"]: mount["mountPath"] for mount in container.get("volumeMounts", [])}
+    secret_dirs = {}
+    for secret_volume in (v for v in pod["volumes"] if "secret" in v):
+        local = tmp_path / secret_volume["name"]
+        issued = PrivateCa(tmp_path / f"{secret_volume['name']}-ca").server("nats")
+        local.mkdir()
+        shutil.copy(issued.cert, local / "tls.crt")
+        shutil.copy(issued.key, local / "tls.key")
+        secret_dirs[mounts[secret_volume["name"]]] = str(local)
+    for key, text in m.config_maps()[volume["configMap"]["name"]].items():
+        local_text = text
+        for mounted, local_dir in secret_dirs.items():
+            local_text = local_text.replace(mounted, local_dir)
+        (tmp_path / key).write_text(local_text)
+    env = {e["name"]: e.get("value", "from-the-cluster") for e in container["env"]}
+    result = subprocess.run(
+        [str(nats_server_binary()), "--config", str(tmp_path / "nats.conf"), "-t"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "authorization" in (tmp_path / "nats-auth.conf").read_text()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -71,7 +71,7 @@ async def test_watch_replays_the_bucket_and_follows_updates(private_nats: NatsSe
         assert await states.wait_ready(10)
         assert states.get("u1") is None
         js = nc.jetstream()
-        await jetstream.provision(js, bus.auth_topology())
+        await jetstream.provision(js, bus.auth_topology(bus.ReplicationSettings()))
         kv = await js.key_value(bus.ACCOUNTS_BUCKET)
         await kv.put("u1", AccountState(Role.USER, True).encode())
         await wait_for(lambda: states.get("u1") == AccountState(Role.USER, True))

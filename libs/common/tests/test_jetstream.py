@@ -79,3 +79,26 @@ async def _ping_quietly(client: Client) -> bool:
         return await asyncio.wait_for(jetstream.ping(client), 1)
     except (TimeoutError, nats.errors.Error):
         return False
+
+
+async def test_provision_updates_limits_of_existing_buckets_and_store(
+    private_nats: NatsServer,
+) -> None:
+    """A bucket or the image store made earlier gets the current limits on the next
+    provision (a KV or object store cannot be created again with other limits), and a full
+    image store drops its oldest images (discard old) instead of refusing new ones."""
+    client = await jetstream.connect(NatsSettings(nats_url=private_nats.url), "test")
+    try:
+        js = client.jetstream()
+        await jetstream.provision(js, bus.tasks_topology(bus.BusSettings()))
+        changed = bus.BusSettings(
+            images_max_age=600.0, images_max_bytes=50_000_000, cancellation_ttl=900.0
+        )
+        await jetstream.provision(js, bus.tasks_topology(changed))
+        images = (await js.stream_info(f"OBJ_{bus.IMAGES_STORE}")).config
+        assert images.max_age == 600.0 and images.max_bytes == 50_000_000
+        assert images.discard == api.DiscardPolicy.OLD
+        cancellations = (await js.stream_info(f"KV_{bus.CANCELLATIONS_BUCKET}")).config
+        assert cancellations.max_age == 900.0
+    finally:
+        await client.close()

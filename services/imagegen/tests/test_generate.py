@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from worker_harness import worker_config
 
 from imagegen import app, imaging
+from kiln.common import bus, jetstream
 from kiln.common.testing.nats_server import NatsServer
 from kiln.common.testing.tokens import TestSigner
 from kiln.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
@@ -28,6 +29,8 @@ async def _client(nats_url: str, **env: str) -> AsyncIterator[tuple[Any, list[tu
     settings = worker_config(nats_url, GRPC_HOST="127.0.0.1", **env)
     signer = TestSigner()
     nc = await nats.connect(nats_url)
+    # The tasks service provisions the bus; a worker only waits for it.
+    await jetstream.provision(nc.jetstream(), bus.tasks_topology(settings))
     runtime = await app.Runtime.start(settings, nc)
     host = app.build_host(settings, runtime, nc, signer.verifier())
     port = await host.start()

@@ -10,6 +10,7 @@ import pytest
 
 from imagegen import providers, shared_polish
 from imagegen.polish_cache import PolishCache
+from kiln.common import bus, jetstream
 from kiln.common.testing.nats_server import NatsServer
 
 
@@ -59,6 +60,7 @@ async def test_workers_share_polishes_and_agree_on_one(private_nats: NatsServer)
     nc = await nats.connect(private_nats.url)
     try:
         js = nc.jetstream()
+        await jetstream.provision(js, bus.tasks_topology(bus.BusSettings()))
         space = shared_polish.namespace("counting", {"model": "m", "api_key": "secret"})
         assert "secret" not in space
         workers = [

@@ -48,12 +48,14 @@ class AccountPublisher:
         settings: NatsSettings,
         states: AccountStates,
         *,
+        replication: bus.ReplicationSettings,
         resync_interval: float,
         retry_delay: float = 0.5,
         max_retry_delay: float = 10.0,
     ) -> None:
         self._engine = engine
         self._settings = settings
+        self._replication = replication
         self._states = states
         self._resync_interval = resync_interval
         self._retry_delay = retry_delay
@@ -118,7 +120,7 @@ class AccountPublisher:
 
     async def _bucket(self, nc: Client) -> KeyValue:
         js = nc.jetstream()
-        await jetstream.provision(js, bus.auth_topology())
+        await jetstream.provision(js, bus.auth_topology(self._replication))
         return await js.key_value(bus.ACCOUNTS_BUCKET)
 
     async def _resync(self, kv: KeyValue) -> None:

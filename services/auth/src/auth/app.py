@@ -50,6 +50,7 @@ class AuthApp:
             self.engine,
             config,
             self.account_states,
+            replication=config,
             resync_interval=config.accounts_resync_interval,
         )
         self.core: Core = dataclasses.replace(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from kiln.common import bus
 from kiln.common.config import non_negative, positive, setting
 from kiln.common.settings import DatabaseSettings, NatsSettings, ServerSettings, TokenSettings
 
@@ -17,7 +18,9 @@ DEFAULT_KEY_DIR = Path(".data/auth-keys")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AuthConfig(ServerSettings, DatabaseSettings, NatsSettings, TokenSettings):
+class AuthConfig(
+    ServerSettings, DatabaseSettings, NatsSettings, TokenSettings, bus.ReplicationSettings
+):
     """Every setting of the auth service."""
 
     grpc_port: int = setting(

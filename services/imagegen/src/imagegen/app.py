@@ -50,13 +50,17 @@ class Runtime:
 
     @classmethod
     async def start(cls, config: ImagegenConfig, nc: Client) -> Runtime:
-        """Provisions the bus, then starts watching controls, heartbeating and fetching.
+        """Waits until the bus is provisioned, then starts watching controls, heartbeating and
+        fetching.
 
         ValueError (naming the option) when a provider or polisher is misconfigured.
         """
         built = build_providers(config)
         js = nc.jetstream()
-        await jetstream.provision(js, bus.worker_topology(config.worker_queues, config))
+        # The tasks service owns the bus; a worker may create nothing, so it waits.
+        await jetstream.wait_until_provisioned(
+            js, bus.worker_topology(config.worker_queues, config)
+        )
         worker_id = new_worker_id()
         stats = WorkerStats()
         controls = Controls(nc)

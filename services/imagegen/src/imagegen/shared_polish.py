@@ -14,14 +14,13 @@ import json
 
 import nats.js.errors
 import structlog
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from kiln.common import bus
 
 log = structlog.get_logger("imagegen.polish")
 
-TTL_SECONDS = 7 * 86400.0
 _SECRET_OPTIONS = frozenset({"api_key"})
 
 
@@ -40,16 +39,8 @@ class SharedPolishes:
 
     @classmethod
     async def open(cls, js: JetStreamContext, space: str) -> SharedPolishes:
-        """Creates the bucket if needed."""
-        kv = await js.create_key_value(
-            api.KeyValueConfig(
-                bucket=bus.POLISH_CACHE_BUCKET,
-                ttl=TTL_SECONDS,
-                history=1,
-                storage=api.StorageType.FILE,
-            )
-        )
-        return cls(kv, space)
+        """The bucket of an already provisioned bus (the tasks service creates it)."""
+        return cls(await js.key_value(bus.POLISH_CACHE_BUCKET), space)
 
     def _key(self, prompt: str) -> str:
         return hashlib.sha256(f"{self._space}\0{prompt}".encode()).hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from nats.js import JetStreamContext
@@ -11,6 +12,22 @@ from kiln.common import bus, errors
 from tasks import model, service
 
 CHUNK = 1024 * 1024
+READ_TIMEOUT_SECONDS = 30.0
+"""Longest wait for one image from the object store (a few MiB take milliseconds)."""
+
+
+class ImageExpired(errors.FailedPrecondition):
+    """The subtask succeeded, but its image is no longer stored: the image retention
+    (IMAGES_MAX_AGE_SECONDS, IMAGES_MAX_BYTES) removed it."""
+
+    reason = "IMAGE_EXPIRED"
+
+    def __init__(self, subtask_id: str) -> None:
+        super().__init__(
+            f"the image of subtask {subtask_id!r} is no longer stored: images are removed "
+            "after IMAGES_MAX_AGE_SECONDS, or earlier when the store reaches IMAGES_MAX_BYTES",
+            metadata={"subtask_id": subtask_id},
+        )
 
 
 async def read_image(
@@ -26,9 +43,11 @@ async def read_image(
         )
     store = await js.object_store(bus.IMAGES_STORE)
     try:
-        found = await store.get(name)
-    except js_errors.ObjectNotFoundError:
-        raise errors.NotFound("image", subtask.id) from None
+        # An image the retention is removing can have lost its chunks but not yet its
+        # metadata; reading it would wait forever for the missing chunks.
+        found = await asyncio.wait_for(store.get(name), READ_TIMEOUT_SECONDS)
+    except (js_errors.ObjectNotFoundError, js_errors.DigestMismatchError, TimeoutError):
+        raise ImageExpired(subtask.id) from None
     data = found.data or b""
     content_type = "image/webp" if thumbnail else (subtask.content_type or "")
     return subtask, content_type, data

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from kiln.common import bus, config, jetstream
-from kiln.common.testing import NatsServer
+from kiln.common.testing import NatsServer, nats_server
 from kiln.common.testing.tokens import TestSigner
 from kiln.imagegen.v1 import jobs_pb2
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -51,6 +51,10 @@ FAST = {
 def make_config(database_url: str, nats_url: str, **overrides: str) -> TasksConfig:
     """A config for tests: short intervals, private webhooks allowed."""
     env = {**FAST, "DATABASE_URL": database_url, "NATS_URL": nats_url, **overrides}
+    # The tasks role's credentials (they win over the harness superuser's in NATS_URL, which
+    # stays so that a test can make another config from this one's nats_url).
+    role = nats_server.service_env(env["NATS_URL"], "tasks")
+    env.update({k: v for k, v in role.items() if k != "NATS_URL"})
     return config.load(TasksConfig, environ=env, env_file=None)
 
 

@@ -10,7 +10,7 @@ import dataclasses
 
 from nats.js import api
 
-from kiln.common.config import positive, setting
+from kiln.common.config import non_negative, positive, setting
 from kiln.common.jetstream import Topology
 
 QUEUES = ("high_priority", "standard", "lumina")
@@ -27,6 +27,7 @@ CANCELLATIONS_BUCKET = "cancellations"
 IMAGES_STORE = "images"
 POLISH_CACHE_BUCKET = "polish_cache"
 """Polished prompts shared by the workers: key = hash of polisher config and prompt."""
+POLISH_CACHE_TTL_SECONDS = 7 * 86400.0
 MSG_ID_HEADER = "Nats-Msg-Id"
 ACCOUNTS_BUCKET = "auth_accounts"
 """Each user's role, active flag and tokens_not_before, key = user id: written only by the
@@ -53,7 +54,22 @@ MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STR
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class BusSettings:
+class ReplicationSettings:
+    """How many copies JetStream keeps of what a service creates on the bus (the tasks
+    service's streams, buckets and store; auth's account-states bucket)."""
+
+    jetstream_replicas: int = setting(
+        "JETSTREAM_REPLICAS",
+        "Copies JetStream keeps of every stream, key-value bucket and the image store "
+        "(1, or 3/5 on a cluster of that many servers); the tasks service updates existing ones "
+        "at start.",
+        1,
+        check=lambda n: None if 1 <= n <= 5 else "must be between 1 and 5",
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BusSettings(ReplicationSettings):
     """Delivery limits of the job bus; the tasks service and workers must agree on them."""
 
     job_ack_wait: float = setting(
@@ -92,6 +108,20 @@ class BusSettings:
         172800.0,
         check=positive,
     )
+    images_max_age: float = setting(
+        "IMAGES_MAX_AGE_SECONDS",
+        "How long a stored image is kept; older ones are removed and GetImage answers "
+        "FAILED_PRECONDITION (IMAGE_EXPIRED). 0 keeps images forever.",
+        30 * 86400.0,
+        check=non_negative,
+    )
+    images_max_bytes: int = setting(
+        "IMAGES_MAX_BYTES",
+        "Most bytes the image store holds; past it the oldest images are removed. 0 sets "
+        "no size limit.",
+        0,
+        check=non_negative,
+    )
 
 
 def streams(settings: BusSettings) -> list[api.StreamConfig]:
@@ -103,6 +133,7 @@ def streams(settings: BusSettings) -> list[api.StreamConfig]:
             retention=api.RetentionPolicy.WORK_QUEUE,
             storage=api.StorageType.FILE,
             duplicate_window=settings.dedupe_window,
+            num_replicas=settings.jetstream_replicas,
         ),
         api.StreamConfig(
             name=EVENTS_STREAM,
@@ -111,6 +142,7 @@ def streams(settings: BusSettings) -> list[api.StreamConfig]:
             storage=api.StorageType.FILE,
             max_age=settings.events_max_age,
             duplicate_window=settings.dedupe_window,
+            num_replicas=settings.jetstream_replicas,
         ),
         # Advisories are plain NATS messages; capturing them in a stream means a tasks
         # service that is down when a job dies still hears about it.
@@ -120,6 +152,7 @@ def streams(settings: BusSettings) -> list[api.StreamConfig]:
             retention=api.RetentionPolicy.LIMITS,
             storage=api.StorageType.FILE,
             max_age=settings.events_max_age,
+            num_replicas=settings.jetstream_replicas,
         ),
     ]
 
@@ -137,21 +170,35 @@ def worker_consumer_config(queue: str, settings: BusSettings) -> api.ConsumerCon
     )
 
 
+def images_store_config(settings: BusSettings) -> api.ObjectStoreConfig:
+    """The image store: replicated like everything else, with the images' retention."""
+    return api.ObjectStoreConfig(
+        bucket=IMAGES_STORE,
+        storage=api.StorageType.FILE,
+        replicas=settings.jetstream_replicas,
+        ttl=settings.images_max_age or None,
+        max_bytes=settings.images_max_bytes or -1,
+    )
+
+
 def worker_topology(queues: tuple[str, ...], settings: BusSettings) -> Topology:
-    """What a worker needs: the streams, its queues' consumers, its buckets and the store."""
+    """What a worker needs to exist (the tasks service creates it; a worker waits for it):
+    the streams, its queues' consumers, the buckets and the store."""
     return Topology(
         streams=streams(settings),
         consumers=[(JOBS_STREAM, worker_consumer_config(q, settings)) for q in queues],
         key_value=_buckets(settings),
-        object_stores=[api.ObjectStoreConfig(bucket=IMAGES_STORE, storage=api.StorageType.FILE)],
+        object_stores=[images_store_config(settings)],
     )
 
 
 def tasks_topology(settings: BusSettings) -> Topology:
-    """What the tasks service needs: the streams, its event consumers, buckets and store."""
+    """Everything on the bus, which the tasks service alone creates and keeps up to date:
+    the streams, every queue's worker consumer, the event consumers, buckets and store."""
     return Topology(
         streams=streams(settings),
         consumers=[
+            *((JOBS_STREAM, worker_consumer_config(q, settings)) for q in QUEUES),
             (
                 EVENTS_STREAM,
                 api.ConsumerConfig(
@@ -175,15 +222,20 @@ def tasks_topology(settings: BusSettings) -> Topology:
             ),
         ],
         key_value=_buckets(settings),
-        object_stores=[api.ObjectStoreConfig(bucket=IMAGES_STORE, storage=api.StorageType.FILE)],
+        object_stores=[images_store_config(settings)],
     )
 
 
-def auth_topology() -> Topology:
+def auth_topology(settings: ReplicationSettings) -> Topology:
     """What the auth service needs: the account-states bucket (latest value per user)."""
     return Topology(
         key_value=[
-            api.KeyValueConfig(bucket=ACCOUNTS_BUCKET, history=1, storage=api.StorageType.FILE)
+            api.KeyValueConfig(
+                bucket=ACCOUNTS_BUCKET,
+                history=1,
+                storage=api.StorageType.FILE,
+                replicas=settings.jetstream_replicas,
+            )
         ]
     )
 
@@ -195,13 +247,27 @@ def _buckets(settings: BusSettings) -> list[api.KeyValueConfig]:
             ttl=settings.worker_heartbeat_ttl,
             history=1,
             storage=api.StorageType.FILE,
+            replicas=settings.jetstream_replicas,
         ),
-        api.KeyValueConfig(bucket=QUEUE_STATE_BUCKET, history=5, storage=api.StorageType.FILE),
+        api.KeyValueConfig(
+            bucket=QUEUE_STATE_BUCKET,
+            history=5,
+            storage=api.StorageType.FILE,
+            replicas=settings.jetstream_replicas,
+        ),
         api.KeyValueConfig(
             bucket=CANCELLATIONS_BUCKET,
             ttl=settings.cancellation_ttl,
             history=1,
             storage=api.StorageType.FILE,
+            replicas=settings.jetstream_replicas,
+        ),
+        api.KeyValueConfig(
+            bucket=POLISH_CACHE_BUCKET,
+            ttl=POLISH_CACHE_TTL_SECONDS,
+            history=1,
+            storage=api.StorageType.FILE,
+            replicas=settings.jetstream_replicas,
         ),
     ]
 

@@ -8,6 +8,7 @@ setting is its own.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from kiln.common.config import non_negative, one_of, positive, readable_file, setting
 
@@ -178,6 +179,32 @@ class NatsSettings(NatsTlsSettings):
     nats_reconnect_wait: float = setting(
         "NATS_RECONNECT_WAIT_SECONDS", "Pause between reconnection attempts.", 0.5, check=positive
     )
+    nats_user: str = setting(
+        "NATS_USER",
+        "NATS user name of this service (its role: tasks, imagegen or auth); empty connects "
+        "without credentials, which a Kiln NATS server refuses.",
+        "",
+    )
+    nats_password: str = setting(
+        "NATS_PASSWORD", "Password of NATS_USER (a secret).", "", secret=True
+    )
+    nats_password_file: str = setting(
+        "NATS_PASSWORD_FILE",
+        "File holding the password of NATS_USER (a mounted Secret); used when NATS_PASSWORD "
+        "is empty.",
+        "",
+    )
+
+    def nats_credentials(self) -> tuple[str | None, str | None]:
+        """(user, password) to connect with, (None, None) without credentials.
+
+        OSError when NATS_PASSWORD_FILE cannot be read."""
+        if not self.nats_user:
+            return None, None
+        password = self.nats_password
+        if not password and self.nats_password_file:
+            password = Path(self.nats_password_file).read_text().strip()
+        return self.nats_user, password or None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

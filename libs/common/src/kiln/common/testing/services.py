@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kiln.common.testing.nats_server import service_env
 from kiln.common.testing.ports import free_port
 
 
@@ -57,6 +58,9 @@ class ServiceProcess:
             # one (possibly of another test run) would serve no metrics.
             "METRICS_PORT": str(free_port()),
             **env,
+            # A harness NATS URL carries the test superuser's credentials; the service gets
+            # its own role's instead, so it runs with the permissions it has in production.
+            **service_env(env.get("NATS_URL", ""), module),
             "GRPC_HOST": "127.0.0.1",
             "GRPC_PORT": str(self.port),
         }
