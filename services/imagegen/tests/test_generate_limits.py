@@ -15,7 +15,7 @@ import pytest
 from worker_harness import worker_config
 
 from imagegen import app
-from kiln.common import bus
+from kiln.common import bus, jetstream
 from kiln.common.testing.nats_server import NatsServer
 from kiln.common.testing.tokens import TestSigner
 from kiln.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
@@ -33,6 +33,8 @@ async def _worker(nats_url: str) -> AsyncIterator[tuple[app.Runtime, Any, TestSi
     settings = worker_config(nats_url, GRPC_HOST="127.0.0.1", **SLOW_STANDARD)
     signer = TestSigner()
     nc = await nats.connect(nats_url)
+    # The tasks service provisions the bus; a worker only waits for it.
+    await jetstream.provision(nc.jetstream(), bus.tasks_topology(settings))
     runtime = await app.Runtime.start(settings, nc)
     host = app.build_host(settings, runtime, nc, signer.verifier())
     port = await host.start()
