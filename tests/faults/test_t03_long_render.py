@@ -14,6 +14,7 @@ STEP = 0.8  # 6.4 s per render = 3.2 x ack_wait
 PROBE_TIMEOUT = 0.5
 
 
+@pytest.mark.long
 @pytest.mark.timeout(90)
 def test_long_renders_are_not_redelivered_and_never_block_the_loop(fault: Fault) -> None:
     """Two renders of 3.2 x ack_wait each finish on their first delivery (in_progress keeps the

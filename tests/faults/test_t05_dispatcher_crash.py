@@ -21,6 +21,7 @@ JOBS = 40
 SENT = "SELECT count(*) FROM tasks.outbox WHERE sent_time IS NOT NULL"
 
 
+@pytest.mark.long
 @pytest.mark.timeout(90)
 def test_crash_between_publish_and_mark_publishes_each_job_once(fault: Fault) -> None:
     """With the hook on, the tasks process exits after publishing all 40 jobs and before

@@ -20,6 +20,7 @@ SNAPSHOT = (
 )
 
 
+@pytest.mark.long
 @pytest.mark.timeout(90)
 async def test_republished_jobs_change_nothing(fault: Fault) -> None:
     """The same 10 job messages (same bytes, same Nats-Msg-Id) are published again once

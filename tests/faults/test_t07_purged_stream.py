@@ -16,6 +16,7 @@ JOBS = 20
 RECONCILE_AFTER = 3.0
 
 
+@pytest.mark.long
 @pytest.mark.timeout(90)
 async def test_reconciler_redrives_purged_jobs(fault: Fault) -> None:
     """All 20 jobs are published (rows marked sent, subtasks queued), then the stream is

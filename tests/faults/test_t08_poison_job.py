@@ -17,6 +17,7 @@ VALUES = ["calm lake", f"{MARKER} storm", "quiet hill", "red barn", "old tree"]
 CRASH_EXIT_CODE = 70  # imagegen.faults.CRASH_EXIT_CODE
 
 
+@pytest.mark.long
 @pytest.mark.timeout(120)
 def test_poison_job_fails_after_max_deliveries_and_task_finishes(fault: Fault) -> None:
     """A prompt carrying IMAGEGEN_FAULT_CRASH_MARKER kills the worker (exit 70) each time it

@@ -14,6 +14,7 @@ from kiln.common import bus
 JOBS = 3
 
 
+@pytest.mark.long
 @pytest.mark.timeout(90)
 def test_non_retryable_error_fails_at_once_without_redelivery(fault: Fault) -> None:
     """A renderer limited to 512 px refuses the 1024x1024 renders (UNSUPPORTED_SIZE, not

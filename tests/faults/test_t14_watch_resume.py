@@ -13,6 +13,7 @@ from kiln.tasks.v1 import tasks_pb2
 JOBS = 20
 
 
+@pytest.mark.long
 @pytest.mark.timeout(120)
 def test_resumed_watch_has_no_gap_and_no_regression(fault: Fault) -> None:
     """The first stream is cancelled by the client once progress reaches 40 %; a second

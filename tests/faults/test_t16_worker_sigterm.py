@@ -15,6 +15,7 @@ STEP = 0.5  # 4 s renders: longer than the grace period
 REDELIVERED = "SELECT count(*) FROM tasks.subtasks WHERE last_delivery >= 2"
 
 
+@pytest.mark.long
 @pytest.mark.timeout(120)
 def test_sigterm_hands_back_in_flight_jobs_and_exits_0(fault: Fault) -> None:
     """A worker told to stop with two 4 s renders in flight stops fetching (it starts no
