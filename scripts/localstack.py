@@ -2,8 +2,8 @@
 
 Starts nats-server and PostgreSQL from the pip-installed binaries (data in `.data/`, kept
 between runs) unless NATS_URL / DATABASE_URL name servers to use, applies migrations,
-starts auth, tasks and one imagegen worker, waits until all report SERVING, prints how to
-reach them, and on Ctrl-C stops everything it started.
+starts auth, tasks and one imagegen worker (serving every queue), waits until all report
+SERVING, prints how to reach them, and on Ctrl-C stops everything it started.
 
 Ports are never checked here and then bound by someone else: each service binds its
 preferred port itself, or a free one when that is taken (GRPC_PORT_FALLBACK), and writes the
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psycopg
 
+from kiln.common import bus
 from kiln.common.testing import NatsServer, PostgresServer
 from kiln.common.testing.services import ServiceProcess, migrate
 
@@ -38,6 +39,9 @@ SERVICES = [
     ("tasks", "tasks", ["serve"]),
     ("imagegen", "imagegen", []),
 ]
+# The local worker serves every queue, so a task on any queue runs (in production each queue
+# has workers of its own).
+WORKER_ENV = {"WORKER_QUEUES": ",".join(bus.QUEUES)}
 
 
 def say(message: str) -> None:
@@ -81,7 +85,7 @@ def start_services(env: dict[str, str], logs: Path) -> list[ServiceProcess]:
         for name, module, args in SERVICES:
             process = ServiceProcess(
                 module,
-                env,
+                {**env, **WORKER_ENV} if module == "imagegen" else env,
                 args,
                 port=PORTS[name],
                 name=name,
@@ -153,6 +157,9 @@ def main() -> int:
                 f"metrics: http://127.0.0.1:{process.metrics_port}/metrics  "
                 f"logs: {process.log_path.relative_to(ROOT)}"
             )
+        say("for the kiln CLI, kiln-admin, make migrate and create-admin, paste:")
+        say(f"  export KILN_AUTH_TARGET={processes[0].target} KILN_TARGET={processes[1].target}")
+        say(f"  export DATABASE_URL={database_url}")
         say("try:")
         say(f"  {GRPCURL} -plaintext {processes[1].target} list")
         say(f"  {GRPCURL} -plaintext {processes[1].target} grpc.health.v1.Health/Check")
