@@ -17,6 +17,7 @@ from faults import checks, harness
 from faults.harness import Client, Fault
 
 from kiln.common.testing.services import ServiceProcess
+from kiln.tasks.v1 import tasks_pb2
 
 RENDER = 0.25
 """Seconds per image; with 2 slots, 8 images/s."""
@@ -42,27 +43,31 @@ FIRST_DONE = (
 )
 
 
-def _start(fault: Fault, replicas: int = 1, **env: str) -> Iterator[Client]:
-    """Starts the stack (and `replicas - 1` more tasks processes); yields clients of new
-    users, spread over the replicas in turn."""
+@pytest.fixture
+def replicas() -> Iterator[list[ServiceProcess]]:
+    """Extra tasks processes a scenario starts; stopped afterwards."""
+    started: list[ServiceProcess] = []
+    yield started
+    for process in started:
+        process.close()
+
+
+def _start(
+    fault: Fault, extra: list[ServiceProcess] | None = None, count: int = 1, **env: str
+) -> Iterator[Client]:
+    """Starts the stack and `count - 1` more tasks replicas (into `extra`); yields clients
+    of new users, spread over the replicas in turn."""
     stack = fault.start(workers=1, worker_env=WORKER, extra_env=env)
-    extra = [
-        ServiceProcess("tasks", stack.env, name=f"tasks-{i + 2}").start()
-        for i in range(replicas - 1)
-    ]
-    fault.extra_processes = extra  # type: ignore[attr-defined]
-    targets = [stack.tasks.target, *(p.target for p in extra)]
+    for i in range(count - 1):
+        assert extra is not None
+        extra.append(ServiceProcess("tasks", stack.env, name=f"tasks-{i + 2}").start())
+    targets = [stack.tasks.target, *(p.target for p in extra or [])]
     turn = 0
     while True:
         client = Client(targets[turn % len(targets)], stack.token())
         fault.clients.append(client)
         turn += 1
         yield client
-
-
-def _stop_extra(fault: Fault) -> None:
-    for process in getattr(fault, "extra_processes", []):
-        process.close()
 
 
 def _succeeded(fault: Fault, task_id: str) -> int:
@@ -76,51 +81,47 @@ def _took(fault: Fault, task_id: str) -> float:
 
 @pytest.mark.long
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("replicas", [1, 3])
-def test_other_owners_small_task_behind_a_big_one(fault: Fault, replicas: int) -> None:
+@pytest.mark.parametrize("count", [1, 3])
+def test_other_owners_small_task_behind_a_big_one(
+    fault: Fault, replicas: list[ServiceProcess], count: int
+) -> None:
     """Owner A's 1,000-image task is rendering at full speed when owner B creates a
     1-image task: B's task is done within 2 s of its creation (B's job goes before A's
     next one, and at most a few of A's jobs are on the stream ahead of it), with one
     tasks replica and with three."""
-    try:
-        clients = _start(fault, replicas)
-        alice, bob = next(clients), next(clients)
-        big = alice.create(1000, name="big")
-        checks.wait_until(lambda: _succeeded(fault, big.id) >= 16, within=60, what="A renders")
-        small = bob.create(1, name="small")
-        checks.wait_until(lambda: _succeeded(fault, small.id) == 1, within=30, what="B done")
-        took = _took(fault, small.id)
-        a_done = _succeeded(fault, big.id)
-        alice.cancel(big.id)
-        harness.record(
-            "T17-other-owner", replicas=replicas, small_done_seconds=round(took, 2),
-            big_done_meanwhile=a_done,
-        )  # fmt: skip
-        assert took <= PROMISE, f"B's 1-image task took {took:.2f} s"
-    finally:
-        _stop_extra(fault)
+    clients = _start(fault, replicas, count)
+    alice, bob = next(clients), next(clients)
+    big = alice.create(1000, name="big")
+    checks.wait_until(lambda: _succeeded(fault, big.id) >= 16, within=60, what="A renders")
+    small = bob.create(1, name="small")
+    checks.wait_until(lambda: _succeeded(fault, small.id) == 1, within=30, what="B done")
+    took = _took(fault, small.id)
+    a_done = _succeeded(fault, big.id)
+    alice.cancel(big.id)
+    harness.record(
+        "T17-other-owner", replicas=count, small_done_seconds=round(took, 2),
+        big_done_meanwhile=a_done,
+    )  # fmt: skip
+    assert took <= PROMISE, f"B's 1-image task took {took:.2f} s"
 
 
 @pytest.mark.long
 @pytest.mark.timeout(180)
-def test_three_owners_share_the_throughput(fault: Fault) -> None:
+def test_three_owners_share_the_throughput(fault: Fault, replicas: list[ServiceProcess]) -> None:
     """Three owners create 200-image tasks at once (two tasks replicas): while all three
     have work, each gets about a third of the images rendered (28% to 39%)."""
-    try:
-        clients = _start(fault, replicas=2)
-        users = [next(clients) for _ in range(3)]
-        tasks = [user.create(200, name=f"share-{i}") for i, user in enumerate(users)]
-        checks.wait_until(
-            lambda: sum(_succeeded(fault, t.id) for t in tasks) >= 90, within=90, what="90 done"
-        )
-        done = [_succeeded(fault, t.id) for t in tasks]
-        for user, task in zip(users, tasks, strict=True):
-            user.cancel(task.id)
-        shares = [n / sum(done) for n in done]
-        harness.record("T17-three-owners", done=done, shares=[round(s, 3) for s in shares])
-        assert all(0.28 <= share <= 0.39 for share in shares), done
-    finally:
-        _stop_extra(fault)
+    clients = _start(fault, replicas, 2)
+    users = [next(clients) for _ in range(3)]
+    tasks = [user.create(200, name=f"share-{i}") for i, user in enumerate(users)]
+    checks.wait_until(
+        lambda: sum(_succeeded(fault, t.id) for t in tasks) >= 90, within=90, what="90 done"
+    )
+    done = [_succeeded(fault, t.id) for t in tasks]
+    for user, task in zip(users, tasks, strict=True):
+        user.cancel(task.id)
+    shares = [n / sum(done) for n in done]
+    harness.record("T17-three-owners", done=done, shares=[round(s, 3) for s in shares])
+    assert all(0.28 <= share <= 0.39 for share in shares), done
 
 
 @pytest.mark.long
@@ -161,42 +162,35 @@ def test_aging_lets_priority_zero_run_under_priority_nine_load(fault: Fault) -> 
 
 @pytest.mark.long
 @pytest.mark.timeout(180)
-def test_paused_task_holds_and_resumes(fault: Fault) -> None:
+def test_paused_task_holds_and_resumes(fault: Fault, replicas: list[ServiceProcess]) -> None:
     """Pausing a rendering task (two tasks replicas) lets at most the few jobs already on
     the stream finish, then nothing more of it starts while another owner's task renders
     24 images; it reports TASK_PAUSED; after resuming it finishes."""
-    try:
-        clients = _start(fault, replicas=2)
-        alice, bob = next(clients), next(clients)
-        task = alice.create(60, name="pausable")
-        checks.wait_until(lambda: _succeeded(fault, task.id) >= 8, within=60, what="rendering")
-        alice.stub.PauseTask(
-            harness.tasks_pb2.PauseTaskRequest(task_id=task.id), metadata=alice.metadata
-        )
-        at_pause = _succeeded(fault, task.id)
-        other = bob.create(30, name="other")
+    clients = _start(fault, replicas, 2)
+    alice, bob = next(clients), next(clients)
+    task = alice.create(60, name="pausable")
+    checks.wait_until(lambda: _succeeded(fault, task.id) >= 8, within=60, what="rendering")
+    alice.stub.PauseTask(tasks_pb2.PauseTaskRequest(task_id=task.id), metadata=alice.metadata)
+    at_pause = _succeeded(fault, task.id)
+    other = bob.create(30, name="other")
 
-        def settled() -> bool:
-            states = fault.states(task.id)
-            return states.get("queued", 0) + states.get("running", 0) == 0
+    def settled() -> bool:
+        states = fault.states(task.id)
+        return states.get("queued", 0) + states.get("running", 0) == 0
 
-        checks.wait_until(settled, within=10, what="in-flight jobs of the paused task end")
-        held = _succeeded(fault, task.id)
-        checks.wait_until(
-            lambda: _succeeded(fault, other.id) >= 24, within=20, what="the other task runs"
-        )
-        assert _succeeded(fault, task.id) == held
-        assert held - at_pause <= 8, (at_pause, held)
-        got = alice.get(task.id)
-        assert got.paused
-        assert got.wait_reason == harness.tasks_pb2.WAIT_REASON_TASK_PAUSED
-        alice.stub.ResumeTask(
-            harness.tasks_pb2.ResumeTaskRequest(task_id=task.id), metadata=alice.metadata
-        )
-        checks.wait_until(lambda: _succeeded(fault, task.id) == 60, within=60, what="resumed")
-        harness.record("T17-pause", finished_after_pause=held - at_pause)
-    finally:
-        _stop_extra(fault)
+    checks.wait_until(settled, within=10, what="in-flight jobs of the paused task end")
+    held = _succeeded(fault, task.id)
+    checks.wait_until(
+        lambda: _succeeded(fault, other.id) >= 24, within=20, what="the other task runs"
+    )
+    assert _succeeded(fault, task.id) == held
+    assert held - at_pause <= 8, (at_pause, held)
+    got = alice.get(task.id)
+    assert got.paused
+    assert got.wait_reason == tasks_pb2.WAIT_REASON_TASK_PAUSED
+    alice.stub.ResumeTask(tasks_pb2.ResumeTaskRequest(task_id=task.id), metadata=alice.metadata)
+    checks.wait_until(lambda: _succeeded(fault, task.id) == 60, within=60, what="resumed")
+    harness.record("T17-pause", finished_after_pause=held - at_pause)
 
 
 @pytest.mark.long

@@ -66,11 +66,13 @@ FOR UPDATE OF o SKIP LOCKED
 """
 
 # Run after the round's commit, holding nothing else: a round holds outbox rows, which
-# CancelTask takes after the task row, so a round must never wait for a task row. Task rows
-# are locked in id order, as the fold locks them.
+# CancelTask takes after the task row, so a round must never wait for a task row. A task
+# row locked now (by a fold of its events) is skipped: its aging is only a hint, and the
+# dispatcher must not wait for folds.
 _NOTE_DISPATCHED = """
 WITH locked AS (
-    SELECT id FROM tasks.tasks WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE
+    SELECT id FROM tasks.tasks WHERE id = ANY(CAST(:ids AS uuid[]))
+    ORDER BY id FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks.tasks t SET dispatch_time = now() FROM locked WHERE t.id = locked.id
 """
