@@ -41,6 +41,7 @@ async def test_dispatcher_crash_between_publish_and_mark(
         "DATABASE_URL": database_url,
         "NATS_URL": private_nats.url,
         "TASKS_DISPATCH_WINDOW": "100000",
+        "TASKS_DISPATCH_UNSERVED_WINDOW": "100000",  # no worker runs here
         "TASKS_DISPATCH_BATCH": "500",
         "TASKS_MAINTENANCE_ENABLED": "false",
         "AUTH_TARGET": "127.0.0.1:1",

@@ -3,7 +3,8 @@ JOBS stream.
 
 No workers run, so published jobs stay on the stream and its message count tells how many
 were dispatched; the dispatch window is set far above what the case creates
-(`TASKS_DISPATCH_WINDOW`), so the window never holds jobs back. After every CreateTask the
+(`TASKS_DISPATCH_WINDOW`, and `TASKS_DISPATCH_UNSERVED_WINDOW` for a queue without live
+workers), so the window never holds jobs back. After every CreateTask the
 case waits until that task's jobs are all on the stream, so each call meets an idle
 service, and the 10,000-subtask runs give the dispatch time too.
 """
@@ -21,7 +22,11 @@ from . import env
 from .results import Result
 
 SIZES = (1, 100, 1000, 10_000)
-TASKS_ENV = {"TASKS_DISPATCH_WINDOW": "10000000", "TASKS_MAX_ACTIVE_TASKS_PER_USER": "100000"}
+TASKS_ENV = {
+    "TASKS_DISPATCH_WINDOW": "10000000",
+    "TASKS_DISPATCH_UNSERVED_WINDOW": "10000000",  # no workers in this case
+    "TASKS_MAX_ACTIVE_TASKS_PER_USER": "100000",
+}
 _POLL = 0.005
 
 

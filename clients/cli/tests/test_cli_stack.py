@@ -123,6 +123,10 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
 
     spec.write_text(SPEC.replace("images_per_combination: 2", "images_per_combination: 100"))
     big = cli.json("task", "create", str(spec))
+    paused = cli.run("task", "pause", big["id"]).stdout
+    assert "paused: nothing more starts until `kiln task resume" in paused
+    assert cli.json("task", "priority", big["id"], "7")["priority"] == 7
+    assert not cli.json("task", "resume", big["id"]).get("paused", False)
     cancelled = cli.json("task", "cancel", big["id"])
     assert cancelled["state"] == "TASK_STATE_CANCELLED"
     assert cancelled["succeeded_count"] < 200

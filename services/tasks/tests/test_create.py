@@ -217,14 +217,16 @@ async def test_active_task_limit(tasks_config: h.TasksConfig, signer: h.TestSign
 
 async def test_waiting_task_has_queue_position_and_eta(server: h.Running) -> None:
     """A task waiting behind another one's jobs reports how many jobs of its queue are
-    ahead and a positive ETA; a terminal task reports neither."""
+    ahead; with no live worker on its queue it says so and gives no ETA (it would wait
+    forever, not the few seconds an ETA would promise)."""
     alice = server.client("alice")
     await alice.tasks.CreateTask(h.create_request(values=[str(i) for i in range(30)]))
     waiting = (await alice.tasks.CreateTask(h.create_request(values=("a",)))).task
     got = await h.get_task(alice, waiting.id)
     assert got.state == tasks_pb2.TASK_STATE_PENDING
     assert got.queue_position == 30
-    assert got.eta.ToMilliseconds() > 0
+    assert got.wait_reason == tasks_pb2.WAIT_REASON_NO_WORKER
+    assert not got.HasField("eta")
 
 
 async def test_paging_arguments_are_checked(server: h.Running) -> None:

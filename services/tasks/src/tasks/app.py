@@ -187,15 +187,7 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
         backoff=config.webhook_backoff,
         poll=config.webhook_poll,
     )
-    dispatcher = dispatch.Dispatcher(
-        engine,
-        js,
-        window=config.dispatch_window,
-        batch=config.dispatch_batch,
-        poll=config.dispatch_poll,
-        max_backoff=config.dispatch_max_backoff,
-        crash_after_publish=config.fault_crash_after_publish,
-    )
+    estimator = estimates.Estimator(engine, nc, config.default_render_seconds)
 
     async def announce(outcome: fold.Outcome) -> None:
         if outcome.ended:
@@ -205,13 +197,32 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
         for task_id, version in outcome.versions.items():
             await hub.announce(task_id, version)
 
+    dispatcher = dispatch.Dispatcher(
+        engine,
+        js,
+        capacity=estimator,
+        rule=dispatch.WindowRule(
+            lead=config.dispatch_lead,
+            unserved=config.dispatch_unserved_window,
+            maximum=config.dispatch_window,
+            aging=config.priority_aging,
+        ),
+        batch=config.dispatch_batch,
+        poll=config.dispatch_poll,
+        max_backoff=config.dispatch_max_backoff,
+        max_payload=lambda: nc.max_payload,
+        on_outcome=announce,
+        crash_after_publish=config.fault_crash_after_publish,
+    )
+
     runtime = service.Runtime(
         engine=engine,
         nc=nc,
         js=js,
         hub=hub,
-        estimator=estimates.Estimator(engine, nc, config.default_render_seconds),
+        estimator=estimator,
         limits=config.limits(),
+        priority_aging=config.priority_aging,
         max_active_tasks=config.max_active_tasks_per_user,
         wake_dispatcher=dispatcher.wake,
         wake_webhooks=sender.wake,

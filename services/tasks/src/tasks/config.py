@@ -73,9 +73,31 @@ class TasksConfig(
     )
     dispatch_window: int = setting(
         "TASKS_DISPATCH_WINDOW",
-        "Jobs of one queue published and not yet finished, at most.",
+        "Jobs of one queue published and not yet finished, at most; the live window is "
+        "smaller: the worker slots plus TASKS_DISPATCH_LEAD_SECONDS of their throughput.",
         1000,
         check=positive,
+    )
+    dispatch_lead: float = setting(
+        "TASKS_DISPATCH_LEAD_SECONDS",
+        "Seconds of a queue's measured throughput dispatched beyond its worker slots, so "
+        "workers never wait for the dispatcher; more makes a new task wait longer.",
+        0.5,
+        check=positive,
+    )
+    dispatch_unserved_window: int = setting(
+        "TASKS_DISPATCH_UNSERVED_WINDOW",
+        "Jobs of a queue with no live worker kept published, so a worker that starts "
+        "begins at once.",
+        10,
+        check=positive,
+    )
+    priority_aging: float = setting(
+        "TASKS_PRIORITY_AGING_SECONDS",
+        "A waiting task's priority rises one level per this many seconds since it last had "
+        "a job dispatched, so lower priorities are never starved; 0 turns aging off.",
+        30.0,
+        check=non_negative,
     )
     fault_crash_after_publish: bool = setting(
         "TASKS_FAULT_CRASH_AFTER_PUBLISH",

@@ -115,6 +115,14 @@ def duration(seconds: float | None) -> duration_pb2.Duration | None:
     return value
 
 
+WAIT_REASONS = {
+    model.WAIT_QUEUED: tasks_pb2.WAIT_REASON_QUEUED,
+    model.WAIT_TASK_PAUSED: tasks_pb2.WAIT_REASON_TASK_PAUSED,
+    model.WAIT_QUEUE_PAUSED: tasks_pb2.WAIT_REASON_QUEUE_PAUSED,
+    model.WAIT_NO_WORKER: tasks_pb2.WAIT_REASON_NO_WORKER,
+}
+
+
 def task_proto(task: model.Task) -> tasks_pb2.Task:
     """The Task message of a task; the webhook secret is never included."""
     settings = tasks_pb2.TaskSettings(
@@ -152,6 +160,8 @@ def task_proto(task: model.Task) -> tasks_pb2.Task:
         queue_position=task.queue_position,
         is_deleted=task.is_deleted,
         version=task.version,
+        paused=task.paused,
+        wait_reason=WAIT_REASONS.get(task.wait_reason, tasks_pb2.WAIT_REASON_UNSPECIFIED),
     )
     for field, value in (
         ("create_time", task.create_time),

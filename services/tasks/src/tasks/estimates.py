@@ -1,7 +1,8 @@
-"""ETAs and worker capacity: measured render times per queue and live worker heartbeats.
+"""ETAs and worker capacity: measured render times per queue, live worker heartbeats and
+paused queues.
 
-Both are cached for a few seconds, so reading a task does not scan the heartbeat bucket or
-aggregate render times on every call.
+All are cached for a few seconds, so reading a task or a dispatch round does not scan the
+buckets or aggregate render times on every call.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Estimator:
         self._default = default_render
         self._render: dict[str, float] = {}
         self._slots: dict[str, int] = {}
+        self._paused: set[str] = set()
         self._fresh_until = 0.0
 
     async def _refresh(self) -> None:
@@ -82,11 +84,11 @@ class Estimator:
         except Exception as exc:
             log.warning("heartbeats_unavailable", error=type(exc).__name__)
             return
-        slots: dict[str, int] = {}
-        for beat in beats:
-            for queue in beat.queues:
-                slots[queue] = slots.get(queue, 0) + max(1, beat.concurrency)
-        self._slots = slots
+        self._slots = slots_per_queue(beats)
+        try:
+            self._paused = await asyncio.wait_for(read_paused(self._js), timeout=_BUS_TIMEOUT)
+        except Exception as exc:
+            log.warning("queue_state_unavailable", error=type(exc).__name__)
 
     async def seconds(self, queue: str, jobs: int) -> float:
         """Time to render `jobs` more jobs of `queue` (one worker slot assumed if none live)."""
@@ -94,3 +96,41 @@ class Estimator:
         per_job = self._render.get(queue, self._default)
         slots = max(1, self._slots.get(queue, 0))
         return per_job * max(0, jobs) / slots
+
+    async def capacity(self, queue: str) -> tuple[int, float]:
+        """(worker slots serving `queue` now, seconds per render, measured or default)."""
+        await self._refresh()
+        return self._slots.get(queue, 0), self._render.get(queue, self._default)
+
+    async def queue_paused(self, queue: str) -> bool:
+        """Whether an admin paused the queue (as of the last refresh)."""
+        await self._refresh()
+        return queue in self._paused
+
+
+def slots_per_queue(beats: list[jobs_pb2.WorkerHeartbeat]) -> dict[str, int]:
+    """Worker slots per queue. A worker's slots are shared by its queues, so each counts
+    all of them: a queue may use them all while the others are idle."""
+    slots: dict[str, int] = {}
+    for beat in beats:
+        for queue in beat.queues:
+            slots[queue] = slots.get(queue, 0) + max(1, beat.concurrency)
+    return slots
+
+
+async def read_paused(js: JetStreamContext) -> set[str]:
+    """The queues an admin paused (the queue-state bucket)."""
+    kv = await js.key_value(bus.QUEUE_STATE_BUCKET)
+    try:
+        keys = await kv.keys()
+    except Exception:  # nats raises NoKeysError for an empty bucket
+        return set()
+    paused = set()
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except Exception:  # noqa: S112 - deleted between keys() and get(): skip it
+            continue
+        if entry.value == b"paused":
+            paused.add(key)
+    return paused

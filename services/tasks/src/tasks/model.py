@@ -19,6 +19,14 @@ SUBTASK_STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL_TASK_STATES = frozenset({SUCCEEDED, PARTIALLY_FAILED, FAILED, CANCELLED})
 TERMINAL_SUBTASK_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
+# Why an unfinished task's waiting subtasks do not run yet ("" when nothing waits).
+WAIT_QUEUED, WAIT_TASK_PAUSED, WAIT_QUEUE_PAUSED, WAIT_NO_WORKER = (
+    "queued",
+    "task_paused",
+    "queue_paused",
+    "no_worker",
+)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Task:
@@ -54,8 +62,10 @@ class Task:
     finish_time: dt.datetime | None
     update_time: dt.datetime | None
     version: int
+    paused: bool = False
     queue_position: int = 0
     eta_seconds: float | None = None
+    wait_reason: str = ""
 
     @property
     def ended(self) -> int:

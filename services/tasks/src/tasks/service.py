@@ -44,6 +44,7 @@ class Runtime:
     estimator: estimates.Estimator
     limits: spec.Limits
     max_active_tasks: int
+    priority_aging: float = 0.0
     wake_dispatcher: Callable[[], None] = lambda: None
     wake_webhooks: Callable[[], None] = lambda: None
 
@@ -164,16 +165,32 @@ class Tasks:
         return task, task.eta_seconds or 0.0
 
     async def estimated(self, task: model.Task) -> model.Task:
-        """The task with its queue position and ETA filled in while it has not finished."""
+        """The task with why it waits, its queue position (while pending) and its ETA (the
+        queue wait included; none while it cannot run: paused, or no live worker)."""
         if task.is_terminal:
             return task
+        estimator = self.rt.estimator
+        slots, _ = await estimator.capacity(task.queue)
+        reason = ""
+        if task.total_images - task.ended - task.running_count > 0:
+            if task.paused:
+                reason = model.WAIT_TASK_PAUSED
+            elif await estimator.queue_paused(task.queue):
+                reason = model.WAIT_QUEUE_PAUSED
+            elif slots <= 0:
+                reason = model.WAIT_NO_WORKER
+            else:
+                reason = model.WAIT_QUEUED
         position = 0
-        if task.state == model.PENDING:
+        if task.state == model.PENDING and not task.paused:
             async with self.rt.engine.connect() as conn:
-                position = await store.queue_position(conn, task)
-        remaining = task.total_images - task.ended
-        eta = await self.rt.estimator.seconds(task.queue, position + remaining)
-        return dataclasses.replace(task, queue_position=position, eta_seconds=eta)
+                position = await store.queue_position(conn, task, self.rt.priority_aging)
+        eta: float | None = None
+        if reason in ("", model.WAIT_QUEUED):
+            eta = await estimator.seconds(task.queue, position + task.total_images - task.ended)
+        return dataclasses.replace(
+            task, queue_position=position, eta_seconds=eta, wait_reason=reason
+        )
 
     async def get(self, task_id: str) -> model.Task:
         """One visible task, with queue position and ETA while it waits."""
@@ -338,6 +355,67 @@ class Tasks:
         await self._announce(task)
         log.info("task_retried", task_id=task_id, subtasks=len(new_ids))
         return await self.estimated(task), len(new_ids)
+
+    async def set_paused(self, task_id: str, paused: bool) -> model.Task:
+        """Pauses (holds the undispatched subtasks; queued and running ones finish) or
+        resumes an unfinished task. Pausing a paused task, or resuming a running one,
+        changes nothing."""
+        caller = principal.current()
+        task_id = _check_uuid(task_id, "task")
+        async with self.rt.engine.begin() as conn:
+            task = _visible(await store.get_task(conn, task_id, lock=True), task_id, caller)
+            if task.is_terminal:
+                verb = "pause" if paused else "resume"
+                raise errors.FailedPrecondition(
+                    f"the task already finished ({task.state}); there is nothing to {verb}"
+                )
+            changed = task.paused != paused
+            if changed:
+                await store.set_paused(conn, task_id, paused)
+                task = await store.bump_task(conn, task_id)
+        if changed:
+            if not paused:
+                self.rt.wake_dispatcher()
+            await self._announce(task)
+            log.info("task_paused" if paused else "task_resumed", task_id=task_id)
+        return await self.estimated(task)
+
+    async def update(self, task_id: str, paths: list[str], priority: int) -> model.Task:
+        """Changes the fields named in `paths` (only "priority") of an unfinished task;
+        waiting subtasks take the new priority from the next dispatch round."""
+        caller = principal.current()
+        if not task_id:
+            raise errors.InvalidArgument.field("task.id", "must name the task to update")
+        if not paths:
+            raise errors.InvalidArgument.field(
+                "update_mask", 'must name the fields to change; only "priority" can change'
+            )
+        unknown = sorted(set(paths) - {"priority"})
+        if unknown:
+            raise errors.InvalidArgument.field(
+                "update_mask", f'{unknown} cannot be changed; only "priority" can'
+            )
+        highest = self.rt.limits.max_priority
+        if not 0 <= priority <= highest:
+            raise errors.InvalidArgument.field(
+                "task.priority", f"must be between 0 and {highest}, got {priority}"
+            )
+        task_id = _check_uuid(task_id, "task")
+        async with self.rt.engine.begin() as conn:
+            task = _visible(await store.get_task(conn, task_id, lock=True), task_id, caller)
+            if task.is_terminal:
+                raise errors.FailedPrecondition(
+                    f"the task already finished ({task.state}); its priority no longer matters"
+                )
+            changed = task.priority != priority
+            if changed:
+                await store.set_priority(conn, task_id, priority)
+                task = await store.bump_task(conn, task_id)
+        if changed:
+            self.rt.wake_dispatcher()
+            await self._announce(task)
+            log.info("task_priority_changed", task_id=task_id, priority=priority)
+        return await self.estimated(task)
 
     async def delete(self, task_id: str) -> None:
         """Soft-deletes a task, cancelling it first when it has not finished."""

@@ -116,6 +116,26 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         task, count = await self._tasks.retry(request.task_id)
         return tasks_pb2.RetryTaskResponse(task=convert.task_proto(task), retried_count=count)
 
+    async def PauseTask(
+        self, request: tasks_pb2.PauseTaskRequest, context: Context
+    ) -> tasks_pb2.PauseTaskResponse:
+        task = await self._tasks.set_paused(request.task_id, True)
+        return tasks_pb2.PauseTaskResponse(task=convert.task_proto(task))
+
+    async def ResumeTask(
+        self, request: tasks_pb2.ResumeTaskRequest, context: Context
+    ) -> tasks_pb2.ResumeTaskResponse:
+        task = await self._tasks.set_paused(request.task_id, False)
+        return tasks_pb2.ResumeTaskResponse(task=convert.task_proto(task))
+
+    async def UpdateTask(
+        self, request: tasks_pb2.UpdateTaskRequest, context: Context
+    ) -> tasks_pb2.UpdateTaskResponse:
+        task = await self._tasks.update(
+            request.task.id, list(request.update_mask.paths), request.task.priority
+        )
+        return tasks_pb2.UpdateTaskResponse(task=convert.task_proto(task))
+
     async def WatchTask(
         self, request: tasks_pb2.WatchTaskRequest, context: Context
     ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:

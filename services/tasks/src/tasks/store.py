@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tasks import model
+from tasks import model, ranking
 
 LIVE = "('pending', 'queued', 'running')"
 
@@ -408,18 +408,12 @@ async def soft_delete(conn: AsyncConnection, task_id: str) -> None:
     )
 
 
-async def queue_position(conn: AsyncConnection, task: model.Task) -> int:
-    """Jobs of other tasks in the task's queue ahead of its first waiting subtask: those
-    published before it and not started, plus unsent ones of higher priority or older."""
-    # Two plain statements: right after a bulk insert the planner's statistics are stale,
+async def queue_position(conn: AsyncConnection, task: model.Task, aging: float) -> int:
+    """Jobs of other tasks in the task's queue ahead of its next one: those published and
+    not started (before its own first queued one, if any), plus, while all of it waits in
+    the outbox, the waiting rows the fair dispatch order puts first (`ranking`)."""
+    # Plain statements: right after a bulk insert the planner's statistics are stale,
     # and a combined query can pick a nested loop that re-runs the inner aggregate.
-    first = await conn.scalar(
-        text(
-            "SELECT min(id) FROM tasks.outbox WHERE task_id = CAST(:t AS uuid) "
-            "AND sent_time IS NULL"
-        ),
-        {"t": task.id},
-    )
     first_queued = await conn.scalar(
         text(
             "SELECT min(queue_time) FROM tasks.subtasks WHERE task_id = CAST(:t AS uuid) "
@@ -427,18 +421,45 @@ async def queue_position(conn: AsyncConnection, task: model.Task) -> int:
         ),
         {"t": task.id},
     )
-    value = await conn.scalar(
+    queued = await conn.scalar(
         text(
-            "SELECT (SELECT count(*) FROM tasks.subtasks WHERE queue = :q AND state = 'queued' "
+            "SELECT count(*) FROM tasks.subtasks WHERE queue = :q AND state = 'queued' "
             "AND task_id <> CAST(:t AS uuid) AND (CAST(:fq AS timestamptz) IS NULL "
-            "OR queue_time <= CAST(:fq AS timestamptz))) "
-            "+ (SELECT count(*) FROM tasks.outbox WHERE queue = :q AND sent_time IS NULL "
-            "AND CAST(:first AS bigint) IS NOT NULL AND task_id <> CAST(:t AS uuid) "
-            "AND (priority > :p OR (priority = :p AND id < CAST(:first AS bigint))))"
+            "OR queue_time <= CAST(:fq AS timestamptz))"
         ),
-        {"q": task.queue, "p": task.priority, "first": first, "fq": first_queued, "t": task.id},
+        {"q": task.queue, "fq": first_queued, "t": task.id},
     )
-    return int(value or 0)
+    position = int(queued or 0)
+    if first_queued is None:
+        position += await ranking.waiting_ahead(conn, task, aging) or 0
+    return position
+
+
+async def set_paused(conn: AsyncConnection, task_id: str, paused: bool) -> None:
+    """Pauses or resumes the task's dispatch. A resumed task's wait (for priority aging)
+    starts again: the paused time was not spent waiting for a turn."""
+    await conn.execute(
+        text(
+            "UPDATE tasks.tasks SET paused = :p, dispatch_time = CASE WHEN :p THEN "
+            "dispatch_time ELSE now() END WHERE id = CAST(:t AS uuid)"
+        ),
+        {"t": task_id, "p": paused},
+    )
+
+
+async def set_priority(conn: AsyncConnection, task_id: str, priority: int) -> None:
+    """Changes the task's priority and that of its undispatched outbox rows."""
+    await conn.execute(
+        text("UPDATE tasks.tasks SET priority = :p WHERE id = CAST(:t AS uuid)"),
+        {"t": task_id, "p": priority},
+    )
+    await conn.execute(
+        text(
+            "UPDATE tasks.outbox SET priority = :p WHERE task_id = CAST(:t AS uuid) "
+            "AND sent_time IS NULL"
+        ),
+        {"t": task_id, "p": priority},
+    )
 
 
 async def mean_render_seconds(conn: AsyncConnection, window_seconds: float) -> dict[str, float]:

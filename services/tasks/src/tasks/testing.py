@@ -38,6 +38,9 @@ FAST = {
     "GRACE_PERIOD_SECONDS": "0",
     "TASKS_WEBHOOK_ALLOW_PRIVATE": "true",
     "TASKS_DISPATCH_POLL_SECONDS": "0.1",
+    # The scripted FakeWorker writes no heartbeat: without this, its queue would count as
+    # unserved and get only a few jobs at a time (tests of the window set their own).
+    "TASKS_DISPATCH_UNSERVED_WINDOW": "1000",
     "TASKS_DISPATCH_MAX_BACKOFF_SECONDS": "0.3",
     "TASKS_MAINTENANCE_INTERVAL_SECONDS": "0.3",
     "TASKS_WEBHOOK_POLL_SECONDS": "0.1",

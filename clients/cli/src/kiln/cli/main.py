@@ -138,8 +138,15 @@ def _task_commands(top: Any) -> None:
         ("get", task_commands.get, "show a task"),
         ("cancel", task_commands.cancel, "cancel a task"),
         ("retry", task_commands.retry, "re-queue failed and cancelled subtasks"),
+        ("pause", task_commands.pause, "hold a task's waiting subtasks (running ones finish)"),
+        ("resume", task_commands.resume, "dispatch a paused task's subtasks again"),
     ]:
         _command(task, name, handler, text).add_argument("task_id")
+    reprioritize = _command(
+        task, "priority", task_commands.priority, "change a waiting task's priority"
+    )
+    reprioritize.add_argument("task_id")
+    reprioritize.add_argument("priority", type=int, help="0..9, higher goes first")
     _command(task, "delete", task_commands.delete, "soft-delete a task", False).add_argument(
         "task_id"
     )

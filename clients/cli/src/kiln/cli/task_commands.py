@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import field_mask_pb2
+
 from kiln.cli import output, spec
 from kiln.cli.errors import CliError
 from kiln.cli.session import Session
@@ -49,11 +51,29 @@ def _task_row(task: tasks_pb2.Task) -> tuple[Any, ...]:
 TASK_HEADERS = ["ID", "NAME", "STATE", "DONE", "FAILED", "PROGRESS", "CREATED"]
 
 
+def waiting_line(task: tasks_pb2.Task) -> str:
+    """Why the task's waiting subtasks do not run yet, for people; "" when none wait."""
+    queue = output.enum_name(tasks_pb2.Queue.Name(task.settings.queue))
+    reason = task.wait_reason
+    if reason == tasks_pb2.WAIT_REASON_QUEUED:
+        eta = f", ETA {task.eta.ToTimedelta().total_seconds():.0f}s" if task.HasField("eta") else ""
+        return f"waiting its turn: {task.queue_position} jobs ahead in queue {queue}{eta}"
+    if reason == tasks_pb2.WAIT_REASON_TASK_PAUSED:
+        return f"paused: nothing more starts until `kiln task resume {task.id}`"
+    if reason == tasks_pb2.WAIT_REASON_QUEUE_PAUSED:
+        return f"waiting: an admin paused queue {queue}"
+    if reason == tasks_pb2.WAIT_REASON_NO_WORKER:
+        return f"waiting: no live worker serves queue {queue}; it starts when one does"
+    return ""
+
+
 def _show_task(task: tasks_pb2.Task, as_json: bool) -> None:
     if as_json:
         output.print_json(task)
-    else:
-        output.print_table(TASK_HEADERS, [_task_row(task)])
+        return
+    output.print_table(TASK_HEADERS, [_task_row(task)])
+    if line := waiting_line(task):
+        print(line)
 
 
 def create(session: Session, args: argparse.Namespace) -> None:
@@ -157,6 +177,51 @@ def cancel(session: Session, args: argparse.Namespace) -> None:
         _tasks(session)
         .CancelTask(
             tasks_pb2.CancelTaskRequest(task_id=args.task_id),
+            metadata=session.metadata(),
+            timeout=30,
+        )
+        .task
+    )
+    _show_task(task, args.json)
+
+
+def pause(session: Session, args: argparse.Namespace) -> None:
+    """Holds a task's waiting subtasks; running ones finish."""
+    task = (
+        _tasks(session)
+        .PauseTask(
+            tasks_pb2.PauseTaskRequest(task_id=args.task_id),
+            metadata=session.metadata(),
+            timeout=30,
+        )
+        .task
+    )
+    _show_task(task, args.json)
+
+
+def resume(session: Session, args: argparse.Namespace) -> None:
+    """Lets a paused task's waiting subtasks be dispatched again."""
+    task = (
+        _tasks(session)
+        .ResumeTask(
+            tasks_pb2.ResumeTaskRequest(task_id=args.task_id),
+            metadata=session.metadata(),
+            timeout=30,
+        )
+        .task
+    )
+    _show_task(task, args.json)
+
+
+def priority(session: Session, args: argparse.Namespace) -> None:
+    """Changes an unfinished task's priority (0..9; higher goes first)."""
+    task = (
+        _tasks(session)
+        .UpdateTask(
+            tasks_pb2.UpdateTaskRequest(
+                task=tasks_pb2.Task(id=args.task_id, priority=args.priority),
+                update_mask=field_mask_pb2.FieldMask(paths=["priority"]),
+            ),
             metadata=session.metadata(),
             timeout=30,
         )

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -45,6 +46,14 @@ class OutputFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_FORMAT_WEBP: _ClassVar[OutputFormat]
     OUTPUT_FORMAT_JPEG: _ClassVar[OutputFormat]
 
+class WaitReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WAIT_REASON_UNSPECIFIED: _ClassVar[WaitReason]
+    WAIT_REASON_QUEUED: _ClassVar[WaitReason]
+    WAIT_REASON_TASK_PAUSED: _ClassVar[WaitReason]
+    WAIT_REASON_QUEUE_PAUSED: _ClassVar[WaitReason]
+    WAIT_REASON_NO_WORKER: _ClassVar[WaitReason]
+
 class WebhookEvent(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WEBHOOK_EVENT_UNSPECIFIED: _ClassVar[WebhookEvent]
@@ -72,6 +81,11 @@ OUTPUT_FORMAT_UNSPECIFIED: OutputFormat
 OUTPUT_FORMAT_PNG: OutputFormat
 OUTPUT_FORMAT_WEBP: OutputFormat
 OUTPUT_FORMAT_JPEG: OutputFormat
+WAIT_REASON_UNSPECIFIED: WaitReason
+WAIT_REASON_QUEUED: WaitReason
+WAIT_REASON_TASK_PAUSED: WaitReason
+WAIT_REASON_QUEUE_PAUSED: WaitReason
+WAIT_REASON_NO_WORKER: WaitReason
 WEBHOOK_EVENT_UNSPECIFIED: WebhookEvent
 WEBHOOK_EVENT_TASK_FINISHED: WebhookEvent
 WEBHOOK_EVENT_SUBTASK_FINISHED: WebhookEvent
@@ -135,7 +149,7 @@ class ImageResult(_message.Message):
     def __init__(self, object_name: _Optional[str] = ..., content_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "task_name", "owner_id", "tags", "prompt_template", "variables", "zip_groups", "images_per_combination", "settings", "priority", "state", "total_images", "succeeded_count", "failed_count", "cancelled_count", "running_count", "progress", "all_subtasks_completed", "queue_position", "eta", "is_deleted", "create_time", "start_time", "finish_time", "update_time", "version")
+    __slots__ = ("id", "task_name", "owner_id", "tags", "prompt_template", "variables", "zip_groups", "images_per_combination", "settings", "priority", "state", "total_images", "succeeded_count", "failed_count", "cancelled_count", "running_count", "progress", "all_subtasks_completed", "queue_position", "eta", "is_deleted", "create_time", "start_time", "finish_time", "update_time", "version", "paused", "wait_reason")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +183,8 @@ class Task(_message.Message):
     FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    WAIT_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     task_name: str
     owner_id: str
@@ -195,7 +211,9 @@ class Task(_message.Message):
     finish_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     version: int
-    def __init__(self, id: _Optional[str] = ..., task_name: _Optional[str] = ..., owner_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., prompt_template: _Optional[str] = ..., variables: _Optional[_Mapping[str, VariableValues]] = ..., zip_groups: _Optional[_Iterable[_Union[ZipGroup, _Mapping]]] = ..., images_per_combination: _Optional[int] = ..., settings: _Optional[_Union[TaskSettings, _Mapping]] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., total_images: _Optional[int] = ..., succeeded_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., cancelled_count: _Optional[int] = ..., running_count: _Optional[int] = ..., progress: _Optional[float] = ..., all_subtasks_completed: _Optional[bool] = ..., queue_position: _Optional[int] = ..., eta: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., is_deleted: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+    paused: bool
+    wait_reason: WaitReason
+    def __init__(self, id: _Optional[str] = ..., task_name: _Optional[str] = ..., owner_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., prompt_template: _Optional[str] = ..., variables: _Optional[_Mapping[str, VariableValues]] = ..., zip_groups: _Optional[_Iterable[_Union[ZipGroup, _Mapping]]] = ..., images_per_combination: _Optional[int] = ..., settings: _Optional[_Union[TaskSettings, _Mapping]] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., total_images: _Optional[int] = ..., succeeded_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., cancelled_count: _Optional[int] = ..., running_count: _Optional[int] = ..., progress: _Optional[float] = ..., all_subtasks_completed: _Optional[bool] = ..., queue_position: _Optional[int] = ..., eta: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., is_deleted: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., paused: _Optional[bool] = ..., wait_reason: _Optional[_Union[WaitReason, str]] = ...) -> None: ...
 
 class ZipGroup(_message.Message):
     __slots__ = ("variables",)
@@ -372,6 +390,44 @@ class CancelTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class CancelTaskResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
+class PauseTaskRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class PauseTaskResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
+class ResumeTaskRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class ResumeTaskResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
+class UpdateTaskRequest(_message.Message):
+    __slots__ = ("task", "update_mask")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateTaskResponse(_message.Message):
     __slots__ = ("task",)
     TASK_FIELD_NUMBER: _ClassVar[int]
     task: Task

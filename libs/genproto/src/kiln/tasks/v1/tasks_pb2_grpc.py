@@ -82,6 +82,21 @@ class TaskServiceStub:
                 request_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetImageRequest.SerializeToString,
                 response_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetImageResponse.FromString,
                 _registered_method=True)
+        self.PauseTask = channel.unary_unary(
+                '/kiln.tasks.v1.TaskService/PauseTask',
+                request_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.PauseTaskRequest.SerializeToString,
+                response_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.PauseTaskResponse.FromString,
+                _registered_method=True)
+        self.ResumeTask = channel.unary_unary(
+                '/kiln.tasks.v1.TaskService/ResumeTask',
+                request_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.ResumeTaskRequest.SerializeToString,
+                response_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.ResumeTaskResponse.FromString,
+                _registered_method=True)
+        self.UpdateTask = channel.unary_unary(
+                '/kiln.tasks.v1.TaskService/UpdateTask',
+                request_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.UpdateTaskRequest.SerializeToString,
+                response_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.UpdateTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -155,6 +170,29 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseTask(self, request, context):
+        """PauseTask holds a task's subtasks that have not been dispatched yet; subtasks already
+        queued or running finish. The task keeps its state and its place in the fair order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTask(self, request, context):
+        """ResumeTask lets a paused task's waiting subtasks be dispatched again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTask(self, request, context):
+        """UpdateTask changes the fields named in the update mask of an unfinished task; only
+        `priority` can change. The new order applies from the next dispatch round.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +240,21 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.GetImage,
                     request_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetImageRequest.FromString,
                     response_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetImageResponse.SerializeToString,
+            ),
+            'PauseTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseTask,
+                    request_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.PauseTaskRequest.FromString,
+                    response_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.PauseTaskResponse.SerializeToString,
+            ),
+            'ResumeTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTask,
+                    request_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.ResumeTaskRequest.FromString,
+                    response_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.ResumeTaskResponse.SerializeToString,
+            ),
+            'UpdateTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTask,
+                    request_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.UpdateTaskRequest.FromString,
+                    response_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.UpdateTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +503,87 @@ class TaskService:
             '/kiln.tasks.v1.TaskService/GetImage',
             kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetImageRequest.SerializeToString,
             kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kiln.tasks.v1.TaskService/PauseTask',
+            kiln_dot_tasks_dot_v1_dot_tasks__pb2.PauseTaskRequest.SerializeToString,
+            kiln_dot_tasks_dot_v1_dot_tasks__pb2.PauseTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kiln.tasks.v1.TaskService/ResumeTask',
+            kiln_dot_tasks_dot_v1_dot_tasks__pb2.ResumeTaskRequest.SerializeToString,
+            kiln_dot_tasks_dot_v1_dot_tasks__pb2.ResumeTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kiln.tasks.v1.TaskService/UpdateTask',
+            kiln_dot_tasks_dot_v1_dot_tasks__pb2.UpdateTaskRequest.SerializeToString,
+            kiln_dot_tasks_dot_v1_dot_tasks__pb2.UpdateTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
