@@ -73,6 +73,9 @@ MATRIX: dict[str, tuple[grpc.StatusCode, ...]] = {
     "TaskService.RetryTask": OWNED,
     "TaskService.WatchTask": OWNED,
     "TaskService.GetImage": OWNED,
+    "TaskService.PauseTask": OWNED,
+    "TaskService.ResumeTask": OWNED,
+    "TaskService.UpdateTask": OWNED,
     "SystemService.GetSystemStats": ADMIN_ONLY,
     "SystemService.GetQueueStats": ADMIN_ONLY,
     "SystemService.ListWorkers": ADMIN_ONLY,
@@ -93,6 +96,9 @@ RESOURCE_FIELD = {
     "TaskService.RetryTask": "task_id",
     "TaskService.WatchTask": "task_id",
     "TaskService.GetImage": "subtask_id",
+    "TaskService.PauseTask": "task_id",
+    "TaskService.ResumeTask": "task_id",
+    "TaskService.UpdateTask": "task.id",
 }
 
 Builder = Callable[[World, Person | None], message.Message]
@@ -187,6 +193,16 @@ REQUESTS: dict[str, Builder] = {
     ),
     "TaskService.WatchTask": lambda w, c: tasks_pb2.WatchTaskRequest(task_id=_watched_task(w)),
     "TaskService.GetImage": lambda w, c: tasks_pb2.GetImageRequest(subtask_id=_image_subtask(w)),
+    "TaskService.PauseTask": lambda w, c: tasks_pb2.PauseTaskRequest(
+        task_id=w.create_task(w.owner).id
+    ),
+    "TaskService.ResumeTask": lambda w, c: tasks_pb2.ResumeTaskRequest(
+        task_id=w.create_task(w.owner).id
+    ),
+    "TaskService.UpdateTask": lambda w, c: tasks_pb2.UpdateTaskRequest(
+        task=tasks_pb2.Task(id=w.create_task(w.owner).id, priority=7),
+        update_mask=field_mask_pb2.FieldMask(paths=["priority"]),
+    ),
     "SystemService.GetSystemStats": lambda w, c: tasks_pb2.GetSystemStatsRequest(),
     "SystemService.GetQueueStats": lambda w, c: tasks_pb2.GetQueueStatsRequest(),
     "SystemService.ListWorkers": lambda w, c: tasks_pb2.ListWorkersRequest(),
@@ -260,10 +276,13 @@ def test_rpc_answers_each_principal_as_the_table_says(world: World, rpc: rpcs.Rp
                     f"expected {expected[column].name}"
                 )
             if column == "other" and rpc.name in RESOURCE_FIELD:
-                field = RESOURCE_FIELD[rpc.name]
-                theirs = getattr(request, field)
+                *parents, field = RESOURCE_FIELD[rpc.name].split(".")
+                holder = request
+                for parent in parents:
+                    holder = getattr(holder, parent)
+                theirs = getattr(holder, field)
                 missing = rpcs.random_id()
-                setattr(request, field, missing)
+                setattr(holder, field, missing)
                 nothing = rpcs.call(channel, rpc, request, rpcs.bearer(token))
                 assert normalised(outcome, theirs) == normalised(nothing, missing), rpc.name
     assert not wrong, "\n".join(wrong)

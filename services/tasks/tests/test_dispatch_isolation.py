@@ -58,9 +58,21 @@ async def test_unpublishable_job_fails_alone(
     lumina = await h.FakeWorker.connect(small_nats.url, queue="lumina")
     try:
         alice, bob = server.client("alice"), server.client("bob")
-        huge = h.create_request(values=("red",))
-        huge.prompt_template = "a {color} cat " + "very " * 600
-        bad = (await alice.tasks.CreateTask(huge)).task
+        # CreateTask refuses tasks whose jobs could not be published, so the oversized row
+        # is made the way one could still arise (created under a larger max payload, or
+        # before that check): its prompt grows in the database while the standard queue's
+        # round lock is held, so no round sees it before it is too large.
+        async with server.app.engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(7203, hashtext('standard'))"))
+            bad = (await alice.tasks.CreateTask(h.create_request(values=("red",)))).task
+            async with server.app.engine.begin() as edit:
+                await edit.execute(
+                    text(
+                        "UPDATE tasks.subtasks SET prompt = prompt || repeat(' very', 600) "
+                        "WHERE task_id = CAST(:task AS uuid)"
+                    ),
+                    {"task": bad.id},
+                )
         good = (await bob.tasks.CreateTask(h.create_request(values=("blue",)))).task
         later_queue = h.create_request(values=("green",))
         later_queue.settings.queue = tasks_pb2.QUEUE_LUMINA
