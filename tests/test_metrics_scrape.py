@@ -26,6 +26,22 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
+def quiet(worker_port: int, within: float = 30.0) -> dict[str, float]:
+    """The worker's metrics once it runs no job and its render count stands still: the
+    stack is shared, and a job left by an earlier test must not count as this test's."""
+    renders = 'kiln_imagegen_render_seconds_count{queue="standard"}'
+    deadline = time.monotonic() + within
+    last = scrape(worker_port)
+    while True:
+        time.sleep(0.3)
+        now = scrape(worker_port)
+        idle = now.get("kiln_imagegen_jobs_in_flight", 0) == 0
+        if idle and now.get(renders, 0) == last.get(renders, 0):
+            return now
+        assert time.monotonic() < deadline, "the shared worker never went idle"
+        last = now
+
+
 @pytest.mark.timeout(120)
 def test_counters_move_after_traffic(stack: KilnStack) -> None:
     """After a 3-image task runs, the tasks process counts its CreateTask RPC and reports
@@ -35,7 +51,7 @@ def test_counters_move_after_traffic(stack: KilnStack) -> None:
     worker's job slots next to in-flight, and queue-wait and submission-to-done histograms
     counting the 3 images."""
     tasks_port, worker_port = stack.tasks.metrics_port, stack.workers[0].metrics_port
-    before_tasks, before_worker = scrape(tasks_port), scrape(worker_port)
+    before_tasks, before_worker = scrape(tasks_port), quiet(worker_port)
     create = 'kiln_rpc_total{code="OK",method="/kiln.tasks.v1.TaskService/CreateTask"}'
     succeeded = 'kiln_imagegen_jobs_total{outcome="succeeded",queue="standard"}'
     assert before_tasks.get(create, 0) == 0
