@@ -16,7 +16,7 @@ def comment_above(proto: str, declaration: str, inside: str | None = None) -> li
     """The `//` lines right above the first line of `protos/<proto>` that starts with
     `declaration` (after the line starting with `inside`, when given)."""
     lines = [line.strip() for line in (ROOT / "protos" / proto).read_text().splitlines()]
-    start = lines.index(next(line for line in lines if line.startswith(inside))) if inside else 0
+    start = 0 if inside is None else next(i for i, ln in enumerate(lines) if ln.startswith(inside))
     at = next(i for i in range(start, len(lines)) if lines[i].startswith(declaration))
     comment: list[str] = []
     while lines[at - len(comment) - 1].startswith("//"):
