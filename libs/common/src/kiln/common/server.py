@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kiln.common import metrics, tls
+from kiln.common.reflection import enable_commented_reflection
 from kiln.common.settings import ServerSettings
 
 log = structlog.get_logger("kiln.server")
@@ -175,7 +176,7 @@ class ServiceHost:
         for service in services:
             service.register(self.server)
         names = [s.name for s in services]
-        reflection.enable_server_reflection(
+        enable_commented_reflection(
             [
                 *names,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
