@@ -15,10 +15,16 @@ from google.protobuf.message import Message
 
 
 def as_dict(message: Message) -> dict[str, Any]:
-    """A message as plain JSON data with proto field names."""
+    """A message as plain JSON data with proto field names.
+
+    Every field is present, unset ones (timestamps, durations) as null, so a resource has
+    one set of keys whatever its state and a script can rely on them.
+    """
     result: dict[str, Any] = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    for field in message.DESCRIPTOR.fields:
+        result.setdefault(field.name, None)
     return result
 
 
