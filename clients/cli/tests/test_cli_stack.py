@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kiln.common.testing.stack import ADMIN_EMAIL, ADMIN_PASSWORD, USER_PASSWORD, KilnStack
 
@@ -49,6 +50,18 @@ class Cli:
     def json(self, *args: str, env: dict[str, str] | None = None) -> Any:
         return json.loads(self.run(*args, "--json", env=env).stdout)
 
+    def into_closed_pipe(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        """Runs with stdout a pipe whose reader has already gone (`kiln ... | head`)."""
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            return subprocess.run(
+                [str(KILN), *args], stdout=write, stderr=subprocess.PIPE, env=self.env,
+                timeout=60, check=False,
+            )  # fmt: skip
+        finally:
+            os.close(write)
+
 
 SPEC = """
 name: cli foxes
@@ -66,10 +79,13 @@ tags: [cli]
 
 @pytest.mark.timeout(240)
 def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
-    """login, create --watch to completion, list, get, subtasks, download with a manifest,
-    image get, retry and cancel refused on a finished task, cancel of a running one,
-    delete, a clear error for a missing task, and `logout --everywhere` ending the
-    session of another device within seconds."""
+    """login, validate-only and create print one task shape, create --watch to completion
+    (watch --exit-status 0), list, get in JSON and YAML alike, subtasks into a closed pipe
+    end quietly, download with a manifest, image get, retry and cancel refused on a
+    finished task, cancel of a running one (watch --exit-status 5, its table progress the
+    share rendered, not 100%), delete (get marks it deleted), targets from a context, a
+    clear error for a missing task, and `logout --everywhere` ending the session of
+    another device within seconds."""
     email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
     cli = Cli(stack, tmp_path / "config")
     registered = cli.run(
@@ -88,10 +104,20 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
 
     spec = tmp_path / "foxes.yaml"
     spec.write_text(SPEC)
-    created = cli.run("task", "create", str(spec), "--watch")
+    preview = cli.json("task", "create", str(spec), "--validate-only")
+    created = cli.run("task", "create", str(spec), "--watch", "--exit-status")
     assert "created task" in created.stdout
     assert "succeeded" in created.stdout.splitlines()[-1]
     task_id = created.stdout.split()[2]
+    # One shape for a task whether previewed, created or read.
+    assert set(preview) == set(cli.json("task", "get", task_id))
+    assert (preview["id"], preview["total_images"]) == ("", 4)
+    assert preview["eta"]
+    assert cli.run("task", "watch", task_id, "--exit-status").returncode == 0
+    as_yaml = yaml.safe_load(cli.run("task", "get", task_id, "-o", "yaml").stdout)
+    assert as_yaml == cli.json("task", "get", task_id)
+    piped = cli.into_closed_pipe("task", "subtasks", task_id, "-o", "json")
+    assert (piped.returncode, piped.stderr) == (0, b"")
 
     listed = cli.json("task", "list", "--search", "foxes")
     assert [t["id"] for t in listed] == [task_id]
@@ -130,9 +156,33 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
     cancelled = cli.json("task", "cancel", big["id"])
     assert cancelled["state"] == "TASK_STATE_CANCELLED"
     assert cancelled["succeeded_count"] < 200
+    watched = cli.run("task", "watch", big["id"], "--exit-status", check=False)
+    assert watched.returncode == 5, watched.stderr
+    assert watched.stdout.splitlines()[-1] == f"task {big['id']} cancelled"
+    done = cli.json("task", "get", big["id"])
+    row = cli.run("task", "get", big["id"]).stdout.splitlines()[1].split()
+    rendered = (done["succeeded_count"] + done["failed_count"]) / done["total_images"]
+    assert row[-2] == f"{rendered:.0%}" != "100%"
 
     cli.run("task", "delete", task_id)
     assert [t["id"] for t in cli.json("task", "list")] == [big["id"]]
+    deleted = cli.run("task", "get", task_id).stdout.splitlines()
+    assert "  succeeded (deleted)  " in deleted[1]
+    assert deleted[2].startswith("deleted:")
+    assert cli.json("task", "get", task_id)["is_deleted"] is True
+
+    # The same commands through a context instead of the environment.
+    config_file = str(tmp_path / "contexts.yaml")
+    in_context = Cli(stack, tmp_path / "config")
+    in_context.env = {
+        k: v for k, v in cli.env.items() if k not in {"KILN_TARGET", "KILN_AUTH_TARGET"}
+    }
+    in_context.env["KILN_CONFIG"] = config_file
+    in_context.run(
+        "config", "set-context", "stack", "--target", stack.tasks.target,
+        "--auth-target", stack.auth.target,
+    )  # fmt: skip
+    assert in_context.json("task", "get", big["id"])["id"] == big["id"]
 
     missing = cli.run("task", "get", str(uuid.uuid4()), check=False)
     assert missing.returncode == 1

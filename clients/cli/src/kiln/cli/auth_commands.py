@@ -18,15 +18,38 @@ from kiln.cli.session import Credentials, Session, credentials_path, store_token
 ROLES = {"user": auth_pb2.ROLE_USER, "admin": auth_pb2.ROLE_ADMIN}
 
 
-def _secret(prompt: str, from_stdin: bool) -> str:
-    if from_stdin or not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip("\n")
+def _secret(prompt: str, from_stdin: bool, what: str = "password") -> str:
+    """A secret from stdin (--password-stdin), else asked for on the terminal.
+
+    Without a terminal there is nobody to ask: a clear error says how to pass it instead
+    of sending an empty secret to the server.
+    """
+    if from_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+        if not secret:
+            raise CliError(f"no {what} on stdin", 2)
+        return secret
+    if not sys.stdin.isatty():
+        raise CliError(
+            f"no terminal to ask for the {what}: pipe it in with --password-stdin, "
+            "e.g. `kiln login --email ME --password-stdin < file`",
+            2,
+        )
     return getpass.getpass(prompt)
+
+
+def _email(given: str | None) -> str:
+    """The --email, else asked for on the terminal."""
+    if given:
+        return given
+    if not sys.stdin.isatty():
+        raise CliError("no terminal to ask for the email: give --email", 2)
+    return input("Email: ")
 
 
 def register(session: Session, args: argparse.Namespace) -> None:
     """Creates an account (then `kiln login`)."""
-    email = args.email or input("Email: ")
+    email = _email(args.email)
     password = _secret("Password (12+ characters): ", args.password_stdin)
     user = (
         session.auth_stub()
@@ -38,31 +61,33 @@ def register(session: Session, args: argparse.Namespace) -> None:
         )
         .user
     )
-    if args.json:
-        output.print_json(user)
-    else:
-        print(f"registered {user.email}; now run `kiln login --email {user.email}`")
+    output.show(
+        args.output_format,
+        user,
+        lambda: print(f"registered {user.email}; now run `kiln login --email {user.email}`"),
+    )
 
 
 def login(session: Session, args: argparse.Namespace) -> None:
     """Signs in with email + password (or an API key) and stores the tokens."""
     if args.api_key_stdin:
         credential = auth_pb2.LoginRequest(
-            api_key=auth_pb2.ApiKeyCredential(api_key=_secret("API key: ", True))
+            api_key=auth_pb2.ApiKeyCredential(api_key=_secret("API key: ", True, "API key"))
         )
     else:
-        email = args.email or input("Email: ")
+        email = _email(args.email)
         password = _secret("Password: ", args.password_stdin)
         credential = auth_pb2.LoginRequest(
             password=auth_pb2.PasswordCredential(email=email, password=password)
         )
     response = session.auth_stub().Login(credential, timeout=30)
     store_tokens(response.tokens, session.auth_target, response.user.email)
-    if args.json:
-        output.print_json(response.user)
-    else:
-        role = output.enum_name(auth_pb2.Role.Name(response.user.role))
-        print(f"logged in as {response.user.email} ({role})")
+    role = output.enum_name(auth_pb2.Role.Name(response.user.role))
+    output.show(
+        args.output_format,
+        response.user,
+        lambda: print(f"logged in as {response.user.email} ({role})"),
+    )
 
 
 def logout(session: Session, args: argparse.Namespace) -> None:
@@ -92,14 +117,13 @@ def whoami(session: Session, args: argparse.Namespace) -> None:
         .GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=session.metadata(), timeout=30)
         .user
     )
-    _show_users([user], args.json, single=True)
+    _show_users([user], args.output_format, single=True)
 
 
-def _show_users(users: list[auth_pb2.User], as_json: bool, single: bool = False) -> None:
-    if as_json:
-        output.print_json(
-            output.as_dict(users[0]) if single else [output.as_dict(u) for u in users]
-        )
+def _show_users(users: list[auth_pb2.User], fmt: str, single: bool = False) -> None:
+    if fmt != "table":
+        data = output.as_dict(users[0]) if single else [output.as_dict(u) for u in users]
+        output.show(fmt, data, lambda: None)
         return
     output.print_table(
         ["ID", "EMAIL", "NAME", "ROLE", "ACTIVE"],
@@ -124,7 +148,7 @@ def users_list(session: Session, args: argparse.Namespace) -> None:
         token = response.next_page_token
         if not token or len(found) >= args.limit:
             break
-    _show_users(found[: args.limit], args.json)
+    _show_users(found[: args.limit], args.output_format)
 
 
 def users_get(session: Session, args: argparse.Namespace) -> None:
@@ -134,7 +158,7 @@ def users_get(session: Session, args: argparse.Namespace) -> None:
         .GetUser(auth_pb2.GetUserRequest(id=args.user_id), metadata=session.metadata(), timeout=30)
         .user
     )
-    _show_users([user], args.json, single=True)
+    _show_users([user], args.output_format, single=True)
 
 
 def users_create(session: Session, args: argparse.Namespace) -> None:
@@ -154,7 +178,7 @@ def users_create(session: Session, args: argparse.Namespace) -> None:
         )
         .user
     )
-    _show_users([user], args.json, single=True)
+    _show_users([user], args.output_format, single=True)
 
 
 def users_update(session: Session, args: argparse.Namespace) -> None:
@@ -183,7 +207,7 @@ def users_update(session: Session, args: argparse.Namespace) -> None:
         )
         .user
     )
-    _show_users([updated], args.json, single=True)
+    _show_users([updated], args.output_format, single=True)
 
 
 def api_keys_create(session: Session, args: argparse.Namespace) -> None:
@@ -195,8 +219,8 @@ def api_keys_create(session: Session, args: argparse.Namespace) -> None:
         expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=args.expires_in_days)
         request.expire_time.FromDatetime(expiry)
     response = session.auth_stub().CreateApiKey(request, metadata=session.metadata(), timeout=30)
-    if args.json:
-        output.print_json(response)
+    if args.output_format != "table":
+        output.show(args.output_format, response, lambda: None)
     else:
         print(f"created API key {response.api_key.id} ({response.api_key.name})")
         print(f"secret (shown once, store it now): {response.secret}")
@@ -209,8 +233,10 @@ def api_keys_list(session: Session, args: argparse.Namespace) -> None:
         metadata=session.metadata(),
         timeout=30,
     )
-    if args.json:
-        output.print_json([output.as_dict(k) for k in response.api_keys])
+    if args.output_format != "table":
+        output.show(
+            args.output_format, [output.as_dict(k) for k in response.api_keys], lambda: None
+        )
         return
     output.print_table(
         ["ID", "NAME", "PREFIX", "ROLE", "USER", "REVOKED"],

@@ -1,10 +1,11 @@
 """`kiln`: a thin command-line client over Kiln's gRPC API.
 
-Targets come from `--target` / `--auth-target`, else KILN_TARGET / KILN_AUTH_TARGET, else
-the local defaults of `make run`. Channels are plaintext unless a TLS option is given
-(`--tls`, `--ca`, `--cert`/`--key`, `--insecure`, or their KILN_* variables). Read
-commands take `--json` for scripts. Errors print one line with the gRPC code and exit 1
-(2 for usage errors); never a traceback.
+Connection settings (targets and TLS options) resolve flag > KILN_* variable > context
+(`kiln config`) > the local defaults of `make run`; the flags work before or after the
+subcommand. Channels are plaintext unless a TLS option is given. Read commands take
+`-o json|yaml|table` (`--json` is `-o json`). Errors print one line with the gRPC code and
+exit 1 (2 for usage errors); never a traceback. A reader closing the pipe (`| head`) ends
+the CLI quietly with exit code 0.
 """
 
 from __future__ import annotations
@@ -13,92 +14,117 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from typing import Any
 
 import grpc
+import shtab
 
-from kiln.cli import auth_commands, errors, task_commands
-from kiln.cli.session import DEFAULT_AUTH_TARGET, DEFAULT_TASKS_TARGET, Session
+from kiln.cli import auth_commands, config, config_commands, errors, output, task_commands
+from kiln.cli.session import Session
 from kiln.cli.transport import Transport
 
 Handler = Callable[[Session, argparse.Namespace], None]
+SHELLS = ("bash", "zsh", "tcsh")
+
+
+def _connection_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--context, the targets and the TLS flags. `default` is None on the top-level parser
+    and SUPPRESS on subcommands, so a flag given after the subcommand is kept and one given
+    before it is not overwritten."""
+    group = parser.add_argument_group(
+        "connection (flag > KILN_* variable > context > default; TLS when any TLS option is set)"
+    )
+    group.add_argument(
+        "--context",
+        default=default,
+        metavar="NAME",
+        help="use this context for one run instead of the current one (KILN_CONTEXT)",
+    )
+    for setting in config.SETTINGS:
+        if setting.is_switch:
+            group.add_argument(
+                setting.flag,
+                action="store_true",
+                default=default,
+                help=f"{setting.help} ({setting.variable}=1)",
+            )
+        else:
+            metavar = "HOST:PORT" if "target" in setting.key else "VALUE"
+            if setting.key in ("ca", "cert", "key"):
+                metavar = "FILE"
+            action = group.add_argument(
+                setting.flag,
+                default=default,
+                metavar=metavar,
+                help=f"{setting.help} ({setting.variable})",
+            )
+            if metavar == "FILE":
+                action.complete = shtab.FILE  # type: ignore[attr-defined]
+
+
+def _subcommand_parents() -> list[argparse.ArgumentParser]:
+    parent = argparse.ArgumentParser(add_help=False)
+    _connection_options(parent, argparse.SUPPRESS)
+    return [parent]
 
 
 def _command(
     parent: Any, name: str, handler: Handler, help_text: str, json_flag: bool = True
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(handler=handler)
+    parser: argparse.ArgumentParser = parent.add_parser(
+        name, help=help_text, description=help_text, parents=_subcommand_parents()
+    )
+    parser.set_defaults(handler=handler, output_format="table")
     if json_flag:
-        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+        output.add_format_options(parser)
     return parser
+
+
+def _group(top: Any, name: str, help_text: str, dest: str) -> Any:
+    """An intermediate command (`task`, `users`, ...) whose subcommands are required."""
+    parser = top.add_parser(name, help=help_text, parents=_subcommand_parents())
+    return parser.add_subparsers(dest=dest, required=True)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kiln-cli")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     parser = argparse.ArgumentParser(prog="kiln", description="Kiln batch image generation.")
-    parser.add_argument(
-        "--target",
-        default=os.environ.get("KILN_TARGET", DEFAULT_TASKS_TARGET),
-        help="tasks service host:port (KILN_TARGET)",
-    )
-    parser.add_argument(
-        "--auth-target",
-        default=os.environ.get("KILN_AUTH_TARGET", DEFAULT_AUTH_TARGET),
-        help="auth service host:port (KILN_AUTH_TARGET)",
-    )
-    _transport_options(parser)
+    parser.add_argument("--version", action="version", version=f"kiln {_version()}")
+    _connection_options(parser, None)
     top = parser.add_subparsers(dest="command", required=True)
     _auth_commands(top)
     _task_commands(top)
     _admin_commands(top)
+    config_commands.add_commands(top)
+    completion = top.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script: `source <(kiln completion bash)` in ~/.bashrc, "
+        "or `kiln completion zsh > ~/.zfunc/_kiln` with ~/.zfunc on $fpath.",
+    )
+    completion.add_argument("shell", choices=SHELLS)
+    completion.set_defaults(local_handler=_print_completion)
     return parser
 
 
-def _flag(variable: str) -> bool:
-    return os.environ.get(variable, "").strip().lower() in {"1", "true", "yes", "on"}
+def _print_completion(args: argparse.Namespace) -> None:
+    print(shtab.complete(build_parser(), shell=args.shell))
 
 
-def _transport_options(parser: argparse.ArgumentParser) -> None:
-    tls = parser.add_argument_group("TLS (plaintext when none is given)")
-    tls.add_argument(
-        "--tls",
-        action="store_true",
-        default=_flag("KILN_TLS"),
-        help="use TLS, verifying the server with the system's CA bundle (KILN_TLS=1)",
-    )
-    tls.add_argument(
-        "--ca",
-        metavar="FILE",
-        default=os.environ.get("KILN_CA", ""),
-        help="use TLS, verifying the server with this PEM CA bundle (KILN_CA)",
-    )
-    tls.add_argument(
-        "--cert",
-        metavar="FILE",
-        default=os.environ.get("KILN_CLIENT_CERT", ""),
-        help="PEM client certificate for servers that require mTLS (KILN_CLIENT_CERT)",
-    )
-    tls.add_argument(
-        "--key",
-        metavar="FILE",
-        default=os.environ.get("KILN_CLIENT_KEY", ""),
-        help="PEM private key of --cert (KILN_CLIENT_KEY)",
-    )
-    tls.add_argument(
-        "--insecure",
-        action="store_true",
-        default=_flag("KILN_INSECURE"),
-        help="use TLS but trust whatever certificate the server presents: encrypted, "
-        "not authenticated; for test setups only (KILN_INSECURE=1)",
-    )
-    tls.add_argument(
-        "--server-name",
-        metavar="NAME",
-        default=os.environ.get("KILN_SERVER_NAME", ""),
-        help="name to check the server certificate against instead of the target's host, "
-        "e.g. behind kubectl port-forward (KILN_SERVER_NAME)",
-    )
+def connection(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The resolved connection settings of this run (see `config.resolve`)."""
+    env = dict(os.environ) if env is None else env
+    path = config.config_path(env)
+    context_name = getattr(args, "context", None) or env.get("KILN_CONTEXT", "")
+    return config.resolve(vars(args), env, config.Config.load(path), context_name)
 
 
 def _auth_commands(top: Any) -> None:
@@ -126,15 +152,18 @@ def _auth_commands(top: Any) -> None:
 
 
 def _task_commands(top: Any) -> None:
-    task = top.add_parser("task", help="create and follow tasks").add_subparsers(
-        dest="task_command", required=True
-    )
+    task = _group(top, "task", "create and follow tasks", "task_command")
     create = _command(task, "create", task_commands.create, "create a task from a YAML spec")
-    create.add_argument("spec", help="YAML spec file (format: clients/cli/README.md)")
+    create.add_argument(
+        "spec", help="YAML spec file (format: clients/cli/README.md)"
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
     create.add_argument("--watch", action="store_true", help="follow the task until it ends")
+    _exit_status_option(create)
     create.add_argument("--validate-only", action="store_true", help="check and estimate only")
+    watch = _command(task, "watch", task_commands.watch, "follow a task live until it ends")
+    watch.add_argument("task_id")
+    _exit_status_option(watch)
     for name, handler, text in [
-        ("watch", task_commands.watch, "follow a task live until it ends"),
         ("get", task_commands.get, "show a task"),
         ("cancel", task_commands.cancel, "cancel a task"),
         ("retry", task_commands.retry, "re-queue failed and cancelled subtasks"),
@@ -163,14 +192,20 @@ def _task_commands(top: Any) -> None:
         task, "download", task_commands.download, "save all images and a manifest", False
     )
     download.add_argument("task_id")
-    download.add_argument("directory")
+    download.add_argument("directory").complete = shtab.DIRECTORY  # type: ignore[attr-defined]
 
-    image = top.add_parser("image", help="images").add_subparsers(
-        dest="image_command", required=True
+    image = _group(top, "image", "images", "image_command")
+    # `-o` here is the file to write, as it always was; `--json` prints the image metadata.
+    image_get = _command(
+        image, "get", task_commands.image_get, "save one subtask's image", json_flag=False
     )
-    image_get = _command(image, "get", task_commands.image_get, "save one subtask's image")
+    image_get.add_argument(
+        "--json", dest="output_format", action="store_const", const="json", help="print JSON"
+    )
     image_get.add_argument("subtask_id")
-    image_get.add_argument("-o", "--output", required=True)
+    image_get.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="where to save the image"
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
     image_get.add_argument("--thumbnail", action="store_true")
 
 
@@ -180,9 +215,7 @@ def _admin_commands(top: Any) -> None:
     queues.add_argument("queue", nargs="?")
     _command(top, "workers", task_commands.workers, "live workers (admin)")
 
-    users = top.add_parser("users", help="manage users (admin)").add_subparsers(
-        dest="users_command", required=True
-    )
+    users = _group(top, "users", "manage users (admin)", "users_command")
     users_list = _command(users, "list", auth_commands.users_list, "list users")
     users_list.add_argument("--search")
     users_list.add_argument("--limit", type=int, default=100)
@@ -200,9 +233,7 @@ def _admin_commands(top: Any) -> None:
     update.add_argument("--active", choices=["true", "false"])
     update.add_argument("--name")
 
-    keys = top.add_parser("api-keys", help="manage API keys").add_subparsers(
-        dest="keys_command", required=True
-    )
+    keys = _group(top, "api-keys", "manage API keys", "keys_command")
     key_create = _command(keys, "create", auth_commands.api_keys_create, "create an API key")
     key_create.add_argument("name")
     key_create.add_argument("--role", choices=sorted(auth_commands.ROLES), default="user")
@@ -215,22 +246,50 @@ def _admin_commands(top: Any) -> None:
     ).add_argument("key_id")
 
 
+def _exit_status_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exit-status",
+        action="store_true",
+        help="exit with the task's outcome: 0 succeeded, 3 failed, 4 partially failed, "
+        "5 cancelled (1 and 2 remain CLI and usage errors)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `kiln`."""
-    args = build_parser().parse_args(argv)
-    if args.command == "queues" and args.action != "stats" and not args.queue:
-        print(f"kiln: error: queues {args.action} needs a queue name", file=sys.stderr)
-        sys.exit(2)
-    transport = Transport(
-        tls=args.tls,
-        ca_file=args.ca,
-        cert_file=args.cert,
-        key_file=args.key,
-        insecure=args.insecure,
-        server_name=args.server_name,
-    )
-    session = Session(tasks_target=args.target, auth_target=args.auth_target, transport=transport)
     try:
+        _run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (e.g. `head`) has what it wanted: stop quietly. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
+
+def _run(argv: Sequence[str] | None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "command", "") == "queues" and args.action != "stats" and not args.queue:
+        parser.error(f"queues {args.action} needs a queue name")
+    try:
+        if local_handler := getattr(args, "local_handler", None):
+            local_handler(args)
+            return
+        settings = connection(args)
+        transport = Transport(
+            tls=settings["tls"],
+            ca_file=settings["ca"],
+            cert_file=settings["cert"],
+            key_file=settings["key"],
+            insecure=settings["insecure"],
+            server_name=settings["server-name"],
+        )
+        session = Session(
+            tasks_target=settings["target"], auth_target=settings["auth-target"],
+            transport=transport,
+        )  # fmt: skip
         transport.check()
         args.handler(session, args)
     except errors.CliError as error:

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 
 def as_dict(message: Message) -> dict[str, Any]:
-    """A message as plain JSON data with proto field names."""
+    """A message as plain JSON data with proto field names.
+
+    Every field is present, unset ones (timestamps, durations) as null, so a resource has
+    one set of keys whatever its state and a script can rely on them.
+    """
     result: dict[str, Any] = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    for field in message.DESCRIPTOR.fields:
+        result.setdefault(field.name, None)
     return result
 
 
@@ -25,6 +33,43 @@ def print_json(data: Any) -> None:
     if isinstance(data, Message):
         data = as_dict(data)
     print(json.dumps(data, indent=2, sort_keys=True))
+
+
+FORMATS = ("table", "json", "yaml")
+
+
+def add_format_options(parser: argparse.ArgumentParser) -> None:
+    """`-o json|yaml|table` and its alias `--json`, kept for existing scripts."""
+    parser.add_argument(
+        "-o",
+        "--output",
+        dest="output_format",
+        choices=FORMATS,
+        default="table",
+        help="output format (default: table); json and yaml print the resource's one shape",
+    )
+    parser.add_argument(
+        "--json",
+        dest="output_format",
+        action="store_const",
+        const="json",
+        help="same as -o json",
+    )
+
+
+def show(fmt: str, data: Any, table: Callable[[], None]) -> None:
+    """Prints `data` (a message, or a list of plain dicts) as JSON or YAML, or calls `table`.
+
+    JSON and YAML carry the same document: proto field names, every field present.
+    """
+    if isinstance(data, Message):
+        data = as_dict(data)
+    if fmt == "json":
+        print_json(data)
+    elif fmt == "yaml":
+        print(yaml.safe_dump(data, sort_keys=True, allow_unicode=True), end="")
+    else:
+        table()
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -55,8 +100,9 @@ class ProgressLine:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.last_text = ""
 
-    def update(self, done: int, failed: int, total: int, state: str) -> None:
-        """Redraws the line for the new counts."""
+    def update(self, done: int, failed: int, total: int, state: str, cancelled: int = 0) -> None:
+        """Redraws the line for the new counts; cancelled subtasks are named but do not
+        fill the bar, so a cancelled task shows how far it really got."""
         now = time.monotonic()
         finished = done + failed
         if self.first_done is None and finished:
@@ -64,11 +110,13 @@ class ProgressLine:
         rate = 0.0
         if self.first_done is not None and now > self.first_done[0]:
             rate = (finished - self.first_done[1]) / (now - self.first_done[0])
-        eta = f"ETA {max(0, total - finished) / rate:.0f}s" if rate > 0 else "ETA --"
+        eta = f"ETA {max(0, total - finished - cancelled) / rate:.0f}s" if rate > 0 else "ETA --"
         width = 30
         filled = int(width * finished / total) if total else width
         bar = "#" * filled + "." * (width - filled)
-        text = f"[{bar}] {done}/{total} done, {failed} failed  {rate:.1f}/s  {eta}  {state}"
+        skipped = f", {cancelled} cancelled" if cancelled else ""
+        counts = f"{done}/{total} done, {failed} failed{skipped}"
+        text = f"[{bar}] {counts}  {rate:.1f}/s  {eta}  {state}"
         if text == self.last_text:
             return
         self.last_text = text

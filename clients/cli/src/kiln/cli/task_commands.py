@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import mimetypes
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,41 @@ def _system(session: Session) -> Any:
     return tasks_pb2_grpc.SystemServiceStub(session.channel(session.tasks_target))
 
 
+# Exit codes of `task watch --exit-status` (and `task create --watch --exit-status`) by the
+# state the task ended in; 1 and 2 stay the CLI's own error and usage codes.
+EXIT_CODES = {
+    tasks_pb2.TASK_STATE_SUCCEEDED: 0,
+    tasks_pb2.TASK_STATE_FAILED: 3,
+    tasks_pb2.TASK_STATE_PARTIALLY_FAILED: 4,
+    tasks_pb2.TASK_STATE_CANCELLED: 5,
+}
+
+
+def rendered_progress(task: tasks_pb2.Task) -> float:
+    """The share of images rendered (succeeded or failed), 0..1.
+
+    The server's `progress` counts cancelled subtasks as ended, so a task cancelled early
+    would read 100%; people want to see how far it got.
+    """
+    if not task.total_images:
+        return 0.0
+    return (task.succeeded_count + task.failed_count) / task.total_images
+
+
+def state_label(task: tasks_pb2.Task) -> str:
+    """`running`, or `cancelled (deleted)` for a soft-deleted task."""
+    state = output.enum_name(tasks_pb2.TaskState.Name(task.state))
+    return f"{state} (deleted)" if task.is_deleted else state
+
+
 def _task_row(task: tasks_pb2.Task) -> tuple[Any, ...]:
     return (
         task.id,
         task.task_name,
-        output.enum_name(tasks_pb2.TaskState.Name(task.state)),
+        state_label(task),
         f"{task.succeeded_count}/{task.total_images}",
         task.failed_count,
-        f"{task.progress:.0%}",
+        f"{rendered_progress(task):.0%}",
         task.create_time.ToJsonString() if task.HasField("create_time") else "",
     )
 
@@ -67,41 +95,70 @@ def waiting_line(task: tasks_pb2.Task) -> str:
     return ""
 
 
-def _show_task(task: tasks_pb2.Task, as_json: bool) -> None:
-    if as_json:
-        output.print_json(task)
-        return
+def task_table(task: tasks_pb2.Task) -> None:
+    """One task as a table row, with why it waits and whether it was deleted."""
     output.print_table(TASK_HEADERS, [_task_row(task)])
-    if line := waiting_line(task):
+    if task.is_deleted:
+        print("deleted: this task no longer appears in `kiln task list`")
+    elif line := waiting_line(task):
         print(line)
 
 
+def _show_task(task: tasks_pb2.Task, fmt: str) -> None:
+    output.show(fmt, task, lambda: task_table(task))
+
+
 def create(session: Session, args: argparse.Namespace) -> None:
-    """Creates a task from a spec file; with --watch, follows it to the end."""
+    """Creates a task from a spec file; with --watch, follows it to the end.
+
+    JSON and YAML print the task in both cases (for --validate-only, the preview with the
+    estimate in its `eta`), so a script reads one shape.
+    """
     request = spec.load(Path(args.spec))
     request.validate_only = args.validate_only
     response = _tasks(session).CreateTask(request, metadata=session.metadata(), timeout=60)
+    task = response.task
+    if not task.HasField("eta") and response.HasField("eta"):
+        task.eta.CopyFrom(response.eta)
     if args.validate_only:
         eta = response.eta.ToTimedelta().total_seconds()
-        if args.json:
-            output.print_json(response)
-        else:
-            print(f"valid: {response.task.total_images} images, ETA {eta:.0f}s")
+        output.show(
+            args.output_format,
+            task,
+            lambda: print(f"valid: {task.total_images} images, ETA {eta:.0f}s"),
+        )
         return
-    if args.json and not args.watch:
-        output.print_json(response.task)
-    elif not args.json:
-        print(f"created task {response.task.id} ({response.task.total_images} images)")
-    if args.watch:
-        _watch(session, response.task.id, args.json)
+    if not args.watch:
+        output.show(
+            args.output_format,
+            task,
+            lambda: print(f"created task {task.id} ({task.total_images} images)"),
+        )
+        return
+    if args.output_format == "table":
+        print(f"created task {task.id} ({task.total_images} images)", flush=True)
+    _finish_watch(_watch(session, task.id, args.output_format), args.exit_status)
 
 
 def watch(session: Session, args: argparse.Namespace) -> None:
     """Follows a task live until it ends."""
-    _watch(session, args.task_id, args.json)
+    _finish_watch(_watch(session, args.task_id, args.output_format), args.exit_status)
 
 
-def _watch(session: Session, task_id: str, as_json: bool) -> None:
+def _finish_watch(last: tasks_pb2.Task | None, exit_status: bool) -> None:
+    """With --exit-status, exits with the code of the state the task ended in."""
+    if not exit_status:
+        return
+    if last is None or last.state not in EXIT_CODES:
+        raise CliError("the watch ended before the task did")
+    if code := EXIT_CODES[last.state]:
+        sys.stdout.flush()
+        raise SystemExit(code)
+
+
+def _watch(session: Session, task_id: str, fmt: str) -> tasks_pb2.Task | None:
+    """Prints the task's updates until it ends (a progress line, or one JSON/YAML document
+    per update) and returns the last one seen."""
     bar = output.ProgressLine()
     last: tasks_pb2.Task | None = None
     version = 0
@@ -114,20 +171,26 @@ def _watch(session: Session, task_id: str, as_json: bool) -> None:
         for update in stream:
             last = update.task
             version = max(version, last.version)
-            if as_json:
+            if fmt == "json":
                 print(json.dumps(output.as_dict(update.task), sort_keys=True), flush=True)
+            elif fmt == "yaml":
+                print("---", flush=False)
+                output.show("yaml", update.task, lambda: None)
+                sys.stdout.flush()
             else:
                 bar.update(
                     last.succeeded_count,
-                    last.failed_count + last.cancelled_count,
+                    last.failed_count,
                     last.total_images,
-                    output.enum_name(tasks_pb2.TaskState.Name(last.state)),
+                    state_label(last),
+                    cancelled=last.cancelled_count,
                 )
         if last is not None and last.state in TERMINAL:
             break
     bar.close()
-    if last is not None and not as_json:
-        print(f"task {last.id} {output.enum_name(tasks_pb2.TaskState.Name(last.state))}")
+    if last is not None and fmt == "table":
+        print(f"task {last.id} {state_label(last)}")
+    return last
 
 
 def list_tasks(session: Session, args: argparse.Namespace) -> None:
@@ -153,10 +216,11 @@ def list_tasks(session: Session, args: argparse.Namespace) -> None:
         if not token or len(found) >= args.limit:
             break
     found = found[: args.limit]
-    if args.json:
-        output.print_json([output.as_dict(t) for t in found])
-    else:
-        output.print_table(TASK_HEADERS, [_task_row(t) for t in found])
+    output.show(
+        args.output_format,
+        [output.as_dict(t) for t in found],
+        lambda: output.print_table(TASK_HEADERS, [_task_row(t) for t in found]),
+    )
 
 
 def get(session: Session, args: argparse.Namespace) -> None:
@@ -168,7 +232,7 @@ def get(session: Session, args: argparse.Namespace) -> None:
         )
         .task
     )
-    _show_task(task, args.json)
+    _show_task(task, args.output_format)
 
 
 def cancel(session: Session, args: argparse.Namespace) -> None:
@@ -182,7 +246,7 @@ def cancel(session: Session, args: argparse.Namespace) -> None:
         )
         .task
     )
-    _show_task(task, args.json)
+    _show_task(task, args.output_format)
 
 
 def pause(session: Session, args: argparse.Namespace) -> None:
@@ -196,7 +260,7 @@ def pause(session: Session, args: argparse.Namespace) -> None:
         )
         .task
     )
-    _show_task(task, args.json)
+    _show_task(task, args.output_format)
 
 
 def resume(session: Session, args: argparse.Namespace) -> None:
@@ -210,7 +274,7 @@ def resume(session: Session, args: argparse.Namespace) -> None:
         )
         .task
     )
-    _show_task(task, args.json)
+    _show_task(task, args.output_format)
 
 
 def priority(session: Session, args: argparse.Namespace) -> None:
@@ -227,7 +291,7 @@ def priority(session: Session, args: argparse.Namespace) -> None:
         )
         .task
     )
-    _show_task(task, args.json)
+    _show_task(task, args.output_format)
 
 
 def retry(session: Session, args: argparse.Namespace) -> None:
@@ -235,10 +299,11 @@ def retry(session: Session, args: argparse.Namespace) -> None:
     response = _tasks(session).RetryTask(
         tasks_pb2.RetryTaskRequest(task_id=args.task_id), metadata=session.metadata(), timeout=30
     )
-    if args.json:
-        output.print_json(response)
-    else:
-        print(f"re-queued {response.retried_count} subtasks of task {args.task_id}")
+    output.show(
+        args.output_format,
+        response,
+        lambda: print(f"re-queued {response.retried_count} subtasks of task {args.task_id}"),
+    )
 
 
 def delete(session: Session, args: argparse.Namespace) -> None:
@@ -268,8 +333,8 @@ def _subtasks(session: Session, task_id: str, states: list[str]) -> Iterator[tas
 def subtasks(session: Session, args: argparse.Namespace) -> None:
     """Lists a task's subtasks."""
     found = list(_subtasks(session, args.task_id, [SUBTASK_STATES[s] for s in args.state or []]))
-    if args.json:
-        output.print_json([output.as_dict(s) for s in found])
+    if args.output_format != "table":
+        output.show(args.output_format, [output.as_dict(s) for s in found], lambda: None)
         return
     output.print_table(
         ["INDEX", "ID", "STATE", "SEED", "PROMPT", "ERROR"],
@@ -313,10 +378,11 @@ def image_get(session: Session, args: argparse.Namespace) -> None:
     """Saves one subtask's image."""
     metadata, data = _fetch_image(session, args.subtask_id, args.thumbnail)
     Path(args.output).write_bytes(data)
-    if args.json:
-        output.print_json(metadata)
-    else:
-        print(f"saved {len(data)} bytes ({metadata.content_type}) to {args.output}")
+    output.show(
+        args.output_format,
+        metadata,
+        lambda: print(f"saved {len(data)} bytes ({metadata.content_type}) to {args.output}"),
+    )
 
 
 def download(session: Session, args: argparse.Namespace) -> None:
@@ -364,8 +430,8 @@ def queues(session: Session, args: argparse.Namespace) -> None:
     stats = _system(session).GetQueueStats(
         tasks_pb2.GetQueueStatsRequest(), metadata=session.metadata(), timeout=30
     )
-    if args.json:
-        output.print_json([output.as_dict(q) for q in stats.queues])
+    if args.output_format != "table":
+        output.show(args.output_format, [output.as_dict(q) for q in stats.queues], lambda: None)
         return
     output.print_table(
         ["QUEUE", "WAITING", "PENDING", "IN FLIGHT", "REDELIVERED", "CONSUMERS", "PAUSED"],
@@ -389,8 +455,8 @@ def workers(session: Session, args: argparse.Namespace) -> None:
     response = _system(session).ListWorkers(
         tasks_pb2.ListWorkersRequest(), metadata=session.metadata(), timeout=30
     )
-    if args.json:
-        output.print_json([output.as_dict(w) for w in response.workers])
+    if args.output_format != "table":
+        output.show(args.output_format, [output.as_dict(w) for w in response.workers], lambda: None)
         return
     output.print_table(
         ["WORKER", "QUEUES", "CONCURRENCY", "IN FLIGHT", "PROCESSED", "FAILED", "VERSION"],
