@@ -120,6 +120,25 @@ async def test_owners_take_turns(engine: AsyncEngine) -> None:
     assert order == tasks * 3
 
 
+async def test_equal_turns_go_to_the_owner_served_longest_ago(engine: AsyncEngine) -> None:
+    """Between owners with the same turn, the one whose latest job in flight was sent
+    longest ago goes first, not the one with the older rows: otherwise every tie would
+    favour the first task's owner, round after round."""
+    async with engine.begin() as conn:
+        first = await _task(conn, "alice", waiting=2, in_flight=1, age_seconds=60)
+        second = await _task(conn, "bob", waiting=2, in_flight=1)
+        for owner, sent_ago in (("alice", 1), ("bob", 10)):
+            await conn.execute(
+                text(
+                    "UPDATE tasks.subtasks SET queue_time = now() - make_interval(secs => :s) "
+                    "WHERE owner_id = :o AND state = 'queued'"
+                ),
+                {"o": owner, "s": sent_ago},
+            )
+        order = await _order(conn)
+    assert order == [second, first, second, first]
+
+
 async def test_owners_small_task_is_not_stuck_behind_their_big_one(engine: AsyncEngine) -> None:
     """Within one owner, tasks take turns too: the owner's new small task goes next
     after the owner's big task that already has jobs in flight."""

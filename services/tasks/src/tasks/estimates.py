@@ -22,6 +22,9 @@ from tasks import store
 log = structlog.get_logger("tasks.estimates")
 
 _TTL = 5.0
+# A queue seen without workers is looked at again sooner: until a new worker is seen, the
+# dispatcher releases only the small unserved window.
+_UNSERVED_TTL = 1.0
 _RENDER_WINDOW = 3600.0
 _BUS_TIMEOUT = 1.0
 
@@ -62,6 +65,7 @@ class Estimator:
         self._slots: dict[str, int] = {}
         self._paused: set[str] = set()
         self._fresh_until = 0.0
+        self._slots_read_at = 0.0
 
     async def _refresh(self) -> None:
         if time.monotonic() < self._fresh_until:
@@ -85,6 +89,7 @@ class Estimator:
             log.warning("heartbeats_unavailable", error=type(exc).__name__)
             return
         self._slots = slots_per_queue(beats)
+        self._slots_read_at = time.monotonic()
         try:
             self._paused = await asyncio.wait_for(read_paused(self._js), timeout=_BUS_TIMEOUT)
         except Exception as exc:
@@ -100,6 +105,8 @@ class Estimator:
     async def capacity(self, queue: str) -> tuple[int, float]:
         """(worker slots serving `queue` now, seconds per render, measured or default)."""
         await self._refresh()
+        if not self._slots.get(queue) and time.monotonic() - self._slots_read_at > _UNSERVED_TTL:
+            await self._refresh_slots()
         return self._slots.get(queue, 0), self._render.get(queue, self._default)
 
     async def queue_paused(self, queue: str) -> bool:

@@ -12,7 +12,9 @@ The order, of the waiting (unsent, not paused) rows of one queue:
      seconds the task has waited since it last had a job dispatched (or was created);
   2. the owner's turn: jobs the owner has in flight plus the row's rank among the owner's
      waiting rows, lowest first. An owner with nothing in flight goes before one with
-     jobs running, whatever the ids or ages (round robin across owners);
+     jobs running, whatever the ids or ages (round robin across owners); between equal
+     turns, the owner whose latest job in flight was sent longest ago (ties broken by row
+     id instead favoured the oldest task's owner, round after round);
   3. the task's turn, the same within one owner: a small task of an owner is not stuck
      behind the owner's own big one;
   4. the outbox id (age).
@@ -55,10 +57,10 @@ def _aging(column: str) -> str:
 # The ranked waiting rows of one queue (parameters :q and :aging); see the module docstring.
 _RANKED = f"""
 WITH flight AS (
-    SELECT task_id, owner_id, count(*) AS n FROM tasks.subtasks
+    SELECT task_id, owner_id, count(*) AS n, max(queue_time) AS last_sent FROM tasks.subtasks
     WHERE queue = :q AND state IN ('queued', 'running') GROUP BY task_id, owner_id
 ), owner_flight AS (
-    SELECT owner_id, sum(n) AS n FROM flight GROUP BY owner_id
+    SELECT owner_id, sum(n) AS n, max(last_sent) AS last_sent FROM flight GROUP BY owner_id
 ), waiting AS (
     SELECT o.id, o.owner_id, o.task_id, o.priority + {_aging("t.dispatch_time")} AS eff
     FROM tasks.outbox o JOIN tasks.tasks t ON t.id = o.task_id
@@ -69,35 +71,36 @@ WITH flight AS (
     FROM waiting w LEFT JOIN flight f ON f.task_id = w.task_id
 ), ranked AS (
     SELECT tt.*, COALESCE(fo.n, 0) + row_number() OVER (
-        PARTITION BY tt.owner_id, tt.eff ORDER BY tt.task_turn, tt.id) AS owner_turn
+        PARTITION BY tt.owner_id, tt.eff ORDER BY tt.task_turn, tt.id) AS owner_turn,
+        COALESCE(fo.last_sent, '-infinity') AS owner_last
     FROM task_turns tt LEFT JOIN owner_flight fo ON fo.owner_id = tt.owner_id
 )
 """  # noqa: S608 - fixed fragments, no input
 
-ORDER = "eff DESC, owner_turn, task_turn, id"
+ORDER = "eff DESC, owner_turn, owner_last, task_turn, id"
 
 PICK = f"""
 {_RANKED}, picked AS (
-    SELECT id, eff, owner_turn, task_turn FROM ranked ORDER BY {ORDER} LIMIT :limit
+    SELECT id, eff, owner_turn, owner_last, task_turn FROM ranked ORDER BY {ORDER} LIMIT :limit
 )
 SELECT o.id, o.subtask_id, o.attempt, o.generation, s.task_id, s.owner_id, s.queue, s.idx,
     s.prompt, s.negative_prompt, s.width, s.height, s.seed, s.use_polish, s.output_format,
     s.ratio, s.create_time
 FROM tasks.outbox o JOIN picked p ON p.id = o.id JOIN tasks.subtasks s ON s.id = o.subtask_id
 WHERE o.sent_time IS NULL
-ORDER BY p.eff DESC, p.owner_turn, p.task_turn, o.id
+ORDER BY p.eff DESC, p.owner_turn, p.owner_last, p.task_turn, o.id
 FOR UPDATE OF o SKIP LOCKED
 """  # noqa: S608 - fixed fragments, no input
 """The next `:limit` rows of queue `:q` in fair order, locked, with their subtasks."""
 
 _AHEAD = f"""
 {_RANKED}, mine AS (
-    SELECT eff, owner_turn, task_turn, id FROM ranked WHERE task_id = CAST(:t AS uuid)
-    ORDER BY {ORDER} LIMIT 1
+    SELECT eff, owner_turn, owner_last, task_turn, id FROM ranked
+    WHERE task_id = CAST(:t AS uuid) ORDER BY {ORDER} LIMIT 1
 )
 SELECT (SELECT count(*) FROM ranked r, mine m
-        WHERE (-r.eff, r.owner_turn, r.task_turn, r.id)
-            < (-m.eff, m.owner_turn, m.task_turn, m.id)),
+        WHERE (-r.eff, r.owner_turn, r.owner_last, r.task_turn, r.id)
+            < (-m.eff, m.owner_turn, m.owner_last, m.task_turn, m.id)),
     (SELECT count(*) FROM mine)
 """  # noqa: S608 - fixed fragments, no input
 
