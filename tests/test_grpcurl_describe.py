@@ -47,13 +47,17 @@ def assert_shows(described: list[str], comment: list[str]) -> None:
 def test_describe_shows_proto_comments(stack: KilnStack) -> None:
     """Reflection on every service carries the protos' comments: grpcurl describe shows them
     for a service and its RPCs, a request message, a field, and the auth and imagegen
-    services; health and reflection still describe."""
+    services, and a single RPC describes by its full name; health and reflection still
+    describe."""
     tasks, auth, imagegen = stack.tasks.target, stack.auth.target, stack.workers[0].target
     tasks_proto = "kiln/tasks/v1/tasks.proto"
 
     service = describe(tasks, "kiln.tasks.v1.TaskService")
     assert_shows(service, comment_above(tasks_proto, "service TaskService "))
     assert_shows(service, comment_above(tasks_proto, "rpc CreateTask("))
+
+    method = describe(tasks, "kiln.tasks.v1.TaskService.PauseTask")
+    assert_shows(method, comment_above(tasks_proto, "rpc PauseTask("))
 
     request = describe(tasks, "kiln.tasks.v1.CreateTaskRequest")
     assert_shows(request, comment_above(tasks_proto, "message CreateTaskRequest "))

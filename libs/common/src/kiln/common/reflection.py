@@ -76,6 +76,21 @@ class CommentedReflectionServicer(reflection.aio.ReflectionServicer):
         super().__init__(service_names)
         self._files = files
 
+    def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
+        # protobuf's upb pool finds services but not their methods by name, so `grpcurl
+        # describe pkg.Service.Method` would be NOT_FOUND: answer with the service's file.
+        service_name, _, method = fully_qualified_name.rpartition(".")
+        try:
+            self._pool.FindFileContainingSymbol(fully_qualified_name)
+        except KeyError:
+            try:
+                service = self._pool.FindServiceByName(service_name)
+            except KeyError:
+                service = None
+            if service is not None and method in service.methods_by_name:
+                return super()._file_containing_symbol(request, service_name)
+        return super()._file_containing_symbol(request, fully_qualified_name)
+
     async def ServerReflectionInfo(
         self,
         request_iterator: AsyncIterator[reflection_pb2.ServerReflectionRequest],
