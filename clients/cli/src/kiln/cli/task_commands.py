@@ -223,75 +223,42 @@ def list_tasks(session: Session, args: argparse.Namespace) -> None:
     )
 
 
+def _show_answer(session: Session, args: argparse.Namespace, rpc: Any, request: Any) -> None:
+    """Calls `rpc` (a TaskService stub method answering with a task) and shows the task."""
+    _show_task(rpc(request, metadata=session.metadata(), timeout=30).task, args.output_format)
+
+
 def get(session: Session, args: argparse.Namespace) -> None:
     """Shows one task."""
-    task = (
-        _tasks(session)
-        .GetTask(
-            tasks_pb2.GetTaskRequest(task_id=args.task_id), metadata=session.metadata(), timeout=30
-        )
-        .task
-    )
-    _show_task(task, args.output_format)
+    request = tasks_pb2.GetTaskRequest(task_id=args.task_id)
+    _show_answer(session, args, _tasks(session).GetTask, request)
 
 
 def cancel(session: Session, args: argparse.Namespace) -> None:
     """Cancels a task."""
-    task = (
-        _tasks(session)
-        .CancelTask(
-            tasks_pb2.CancelTaskRequest(task_id=args.task_id),
-            metadata=session.metadata(),
-            timeout=30,
-        )
-        .task
-    )
-    _show_task(task, args.output_format)
+    request = tasks_pb2.CancelTaskRequest(task_id=args.task_id)
+    _show_answer(session, args, _tasks(session).CancelTask, request)
 
 
 def pause(session: Session, args: argparse.Namespace) -> None:
     """Holds a task's waiting subtasks; running ones finish."""
-    task = (
-        _tasks(session)
-        .PauseTask(
-            tasks_pb2.PauseTaskRequest(task_id=args.task_id),
-            metadata=session.metadata(),
-            timeout=30,
-        )
-        .task
-    )
-    _show_task(task, args.output_format)
+    request = tasks_pb2.PauseTaskRequest(task_id=args.task_id)
+    _show_answer(session, args, _tasks(session).PauseTask, request)
 
 
 def resume(session: Session, args: argparse.Namespace) -> None:
     """Lets a paused task's waiting subtasks be dispatched again."""
-    task = (
-        _tasks(session)
-        .ResumeTask(
-            tasks_pb2.ResumeTaskRequest(task_id=args.task_id),
-            metadata=session.metadata(),
-            timeout=30,
-        )
-        .task
-    )
-    _show_task(task, args.output_format)
+    request = tasks_pb2.ResumeTaskRequest(task_id=args.task_id)
+    _show_answer(session, args, _tasks(session).ResumeTask, request)
 
 
 def priority(session: Session, args: argparse.Namespace) -> None:
     """Changes an unfinished task's priority (0..9; higher goes first)."""
-    task = (
-        _tasks(session)
-        .UpdateTask(
-            tasks_pb2.UpdateTaskRequest(
-                task=tasks_pb2.Task(id=args.task_id, priority=args.priority),
-                update_mask=field_mask_pb2.FieldMask(paths=["priority"]),
-            ),
-            metadata=session.metadata(),
-            timeout=30,
-        )
-        .task
+    request = tasks_pb2.UpdateTaskRequest(
+        task=tasks_pb2.Task(id=args.task_id, priority=args.priority),
+        update_mask=field_mask_pb2.FieldMask(paths=["priority"]),
     )
-    _show_task(task, args.output_format)
+    _show_answer(session, args, _tasks(session).UpdateTask, request)
 
 
 def retry(session: Session, args: argparse.Namespace) -> None:
