@@ -96,7 +96,7 @@ def send(
     """Calls `rpc` on every process that serves it (skipping a Logout of all sessions)."""
     if rpc.name == "AuthService.Logout" and ends_every_session(payload):
         # It would sign the fuzzer out everywhere and turn every later case into
-        # UNAUTHENTICATED; tests/test_account_revocation.py covers it.
+        # UNAUTHENTICATED; tests/security/test_account_revocation.py covers it.
         return []
     timeout = 5 if rpc.name == "TaskService.WatchTask" else 15
     return [
