@@ -5,7 +5,6 @@ SQLAlchemy's exception text, and the log processor withholds the database's own 
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator
 
 import pytest
@@ -14,8 +13,8 @@ import sqlalchemy.exc
 import structlog
 
 from kiln.common import db
-from kiln.common import logging as kiln_logging
 from kiln.common.settings import DatabaseSettings
+from kiln.common.testing.logs import captured_json_logs
 
 SECRET = "caller-secret-4f1c9a"
 
@@ -23,17 +22,8 @@ SECRET = "caller-secret-4f1c9a"
 @pytest.fixture
 def captured_logs() -> Iterator[io.StringIO]:
     """Everything logged, rendered as the production JSON handler renders it."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    kiln_logging.configure_logging("test", "debug", "json")
-    buffer = io.StringIO()
-    capture = logging.StreamHandler(buffer)
-    capture.setFormatter(root.handlers[0].formatter)
-    root.addHandler(capture)
-    yield buffer
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
-    structlog.reset_defaults()
+    with captured_json_logs("test") as buffer:
+        yield buffer
 
 
 async def test_statement_parameters_never_reach_the_logs(

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-import structlog
 from google.protobuf import field_mask_pb2
 
 from auth.tables import api_keys, refresh_tokens, users
@@ -24,23 +22,14 @@ from auth.testing import (
     stop_server,
 )
 from kiln.auth.v1 import auth_pb2
-from kiln.common import logging as kiln_logging
+from kiln.common.testing.logs import captured_json_logs
 
 
 @pytest.fixture
 def captured_logs() -> Iterator[io.StringIO]:
     """Everything the process logs, rendered exactly as the production JSON handler does."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    kiln_logging.configure_logging("auth", "debug", "json")
-    buffer = io.StringIO()
-    capture = logging.StreamHandler(buffer)
-    capture.setFormatter(root.handlers[0].formatter)
-    root.addHandler(capture)
-    yield buffer
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
-    structlog.reset_defaults()
+    with captured_json_logs("auth") as buffer:
+        yield buffer
 
 
 async def test_secrets_never_reach_the_logs(

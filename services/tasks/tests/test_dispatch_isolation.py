@@ -8,8 +8,6 @@ import pytest
 from sqlalchemy import text
 
 from kiln.common.testing import NatsServer
-from kiln.common.testing._process import ManagedProcess
-from kiln.common.testing.nats_server import nats_server_binary
 from kiln.common.testing.tokens import TestSigner
 from kiln.tasks.v1 import tasks_pb2
 from tasks import app
@@ -22,19 +20,8 @@ MAX_PAYLOAD = 2048
 class SmallPayloadNats(NatsServer):
     """A nats-server whose `max_payload` (set in its config file) is MAX_PAYLOAD bytes."""
 
-    def _launch(self) -> ManagedProcess:
-        config = self.directory / "small-payload.conf"
-        config.write_text(f"max_payload: {MAX_PAYLOAD}\n")
-        argv = [
-            str(nats_server_binary()),
-            "-c", str(config),
-            "-js",
-            "-sd", str(self.store_dir),
-            "-a", self.host,
-            "-p", str(self.port),
-            "-m", str(self.monitor_port),
-        ]  # fmt: skip
-        return ManagedProcess(argv, log_path=self.log_path, cwd=self.directory)
+    def _config(self) -> str:
+        return super()._config() + f"max_payload: {MAX_PAYLOAD}\n"
 
 
 @pytest.fixture
