@@ -133,8 +133,8 @@ def runner_settings(config: ImagegenConfig) -> RunnerSettings:
     return RunnerSettings(
         ack_wait=config.job_ack_wait,
         max_deliver=config.job_max_deliver,
-        time_limit=config.time_limit,
-        age_limit=config.age_limit,
+        time_limit=config.job_time_limit,
+        age_limit=config.job_max_age,
         paused_delay=config.paused_delay,
         publish_retry_delay=config.publish_retry_delay,
         check_interval=config.check_interval,

@@ -193,7 +193,7 @@ class Generator:
         self, spec: GenerateSpec, progress: providers.ProgressCallback
     ) -> imagegen_pb2.GeneratedImage:
         try:
-            async with asyncio.timeout(self._config.time_limit):
+            async with asyncio.timeout(self._config.job_time_limit):
                 rendered = await self._pipeline.render(
                     spec.queue, spec.request, use_polish=spec.use_polish, progress=progress
                 )

@@ -7,6 +7,8 @@ consumer and a KEDA trigger that refer to the same queue use the same constant.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import ClassVar
 
 from nats.js import api
 
@@ -72,6 +74,15 @@ class ReplicationSettings:
 class BusSettings(ReplicationSettings):
     """Delivery limits of the job bus; the tasks service and workers must agree on them."""
 
+    retired_settings: ClassVar[Mapping[str, str]] = {
+        "TASKS_JOB_TIME_LIMIT_SECONDS": "JOB_TIME_LIMIT_SECONDS",
+        "IMAGEGEN_TIME_LIMIT_SECONDS": "JOB_TIME_LIMIT_SECONDS",
+        "TASKS_JOB_AGE_LIMIT_SECONDS": "JOB_MAX_AGE_SECONDS",
+        "IMAGEGEN_AGE_LIMIT_SECONDS": "JOB_MAX_AGE_SECONDS",
+    }
+    """Per-service variables these shared settings replaced: one still set stops start-up,
+    so a limit raised on one side only cannot silently differ from the other."""
+
     job_ack_wait: float = setting(
         "JOB_ACK_WAIT_SECONDS",
         "A job not acknowledged (or heartbeated) within this is redelivered.",
@@ -82,6 +93,21 @@ class BusSettings(ReplicationSettings):
         "JOB_MAX_DELIVER",
         "Deliveries of one job before it is failed (1 + retries).",
         4,
+        check=positive,
+    )
+    job_time_limit: float = setting(
+        "JOB_TIME_LIMIT_SECONDS",
+        "Longest one job may polish, render and store; past it the worker fails the attempt "
+        "with TIME_LIMIT (retryable), and the tasks service re-queues a subtask running this "
+        "long plus TASKS_JOB_GRACE_SECONDS.",
+        300.0,
+        check=positive,
+    )
+    job_max_age: float = setting(
+        "JOB_MAX_AGE_SECONDS",
+        "A subtask older than this fails with EXPIRED, not retried: the tasks service expires "
+        "waiting ones, a worker refuses to start one.",
+        86400.0,
         check=positive,
     )
     dedupe_window: float = setting(
