@@ -15,6 +15,7 @@ from auth.models import ApiKey, TokenPair, User
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
 from kiln.common import errors, principal
 from kiln.common.principal import Role
+from kiln.common.timestamps import timestamp
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no annotations
 
@@ -26,14 +27,6 @@ _ROLE_FROM_PROTO: dict[int, Role] = {number: role for role, number in _ROLE_TO_P
 _MASKABLE = ("display_name", "role", "active")
 
 
-def _timestamp(moment: datetime.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if moment is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _user(user: User) -> auth_pb2.User:
     return auth_pb2.User(
         id=str(user.id),
@@ -41,8 +34,8 @@ def _user(user: User) -> auth_pb2.User:
         display_name=user.display_name,
         role=_ROLE_TO_PROTO[user.role],
         active=user.active,
-        create_time=_timestamp(user.create_time),
-        update_time=_timestamp(user.update_time),
+        create_time=timestamp(user.create_time),
+        update_time=timestamp(user.update_time),
     )
 
 
@@ -53,19 +46,19 @@ def _api_key(key: ApiKey) -> auth_pb2.ApiKey:
         prefix=key.prefix,
         role=_ROLE_TO_PROTO[key.role],
         user_id=str(key.user_id),
-        create_time=_timestamp(key.create_time),
-        expire_time=_timestamp(key.expire_time),
-        revoke_time=_timestamp(key.revoke_time),
-        last_used_time=_timestamp(key.last_used_time),
+        create_time=timestamp(key.create_time),
+        expire_time=timestamp(key.expire_time),
+        revoke_time=timestamp(key.revoke_time),
+        last_used_time=timestamp(key.last_used_time),
     )
 
 
 def _tokens(pair: TokenPair) -> auth_pb2.TokenPair:
     return auth_pb2.TokenPair(
         access_token=pair.access_token,
-        access_token_expire_time=_timestamp(pair.access_token_expire_time),
+        access_token_expire_time=timestamp(pair.access_token_expire_time),
         refresh_token=pair.refresh_token or "",
-        refresh_token_expire_time=_timestamp(pair.refresh_token_expire_time),
+        refresh_token_expire_time=timestamp(pair.refresh_token_expire_time),
         token_type="Bearer",  # noqa: S106 - the scheme name, not a secret
     )
 

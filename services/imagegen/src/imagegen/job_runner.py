@@ -25,6 +25,7 @@ from imagegen import events, faults, imaging, jobspec, metrics, pipeline, provid
 from imagegen.controls import Controls
 from imagegen.heartbeat import WorkerStats
 from imagegen.store import ImageStore, StoreFailed
+from kiln.common import job_errors
 from kiln.imagegen.v1 import jobs_pb2
 
 log = structlog.get_logger("imagegen.job")
@@ -324,7 +325,9 @@ class JobRunner:
         self._stats.failed += 1
         self._stats.processed += 1
         outcome = "retry" if will_retry else "failed"
-        metrics.job_done(context.queue, "expired" if failure.type == retry.EXPIRED else outcome)
+        metrics.job_done(
+            context.queue, "expired" if failure.type == job_errors.EXPIRED else outcome
+        )
         if will_retry:
             delay = self._backoff.delay(delivery.delivery, failure.retry_after)
             context.log.info(
@@ -358,7 +361,7 @@ class JobRunner:
                 self._worker_id,
                 jobspec.Delivery(malformed.job, delivery, self._settings.max_deliver),
             )
-            failure = retry.Failure(retry.MALFORMED_JOB, malformed.reason, retryable=False)
+            failure = retry.Failure(job_errors.MALFORMED_JOB, malformed.reason, retryable=False)
             try:
                 await job_events.failed(failure, will_retry=False)
             except events.PublishFailed:

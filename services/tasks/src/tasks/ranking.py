@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tasks import model
+from tasks import lifecycle, model
 
 _FASTEST_RENDER = 0.001
 """A render time floor, so an instant renderer gives a large, finite margin."""
@@ -58,7 +58,7 @@ def _aging(column: str) -> str:
 _RANKED = f"""
 WITH flight AS (
     SELECT task_id, owner_id, count(*) AS n, max(queue_time) AS last_sent FROM tasks.subtasks
-    WHERE queue = :q AND state IN ('queued', 'running') GROUP BY task_id, owner_id
+    WHERE queue = :q AND state IN {lifecycle.IN_FLIGHT_SQL} GROUP BY task_id, owner_id
 ), owner_flight AS (
     SELECT owner_id, sum(n) AS n, max(last_sent) AS last_sent FROM flight GROUP BY owner_id
 ), waiting AS (

@@ -20,12 +20,51 @@ class SubtaskEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SUBTASK_EVENT_KIND_SUCCEEDED: _ClassVar[SubtaskEventKind]
     SUBTASK_EVENT_KIND_FAILED: _ClassVar[SubtaskEventKind]
     SUBTASK_EVENT_KIND_CANCELLED: _ClassVar[SubtaskEventKind]
+
+class JobErrorType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_ERROR_TYPE_UNSPECIFIED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_RENDER_FAILED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_PROVIDER_TIMEOUT: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_PROVIDER_UNAVAILABLE: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_RATE_LIMITED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_INVALID_PROMPT: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_UNSUPPORTED_SIZE: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_PROVIDER_REJECTED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_TIME_LIMIT: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_EXPIRED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_MALFORMED_JOB: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_STORAGE_UNAVAILABLE: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_WORKER_ERROR: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_CANCELLED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_TIMEOUT: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_MAX_DELIVERIES: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_UNPUBLISHABLE: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_FAILED: _ClassVar[JobErrorType]
 SUBTASK_EVENT_KIND_UNSPECIFIED: SubtaskEventKind
 SUBTASK_EVENT_KIND_STARTED: SubtaskEventKind
 SUBTASK_EVENT_KIND_PROGRESS: SubtaskEventKind
 SUBTASK_EVENT_KIND_SUCCEEDED: SubtaskEventKind
 SUBTASK_EVENT_KIND_FAILED: SubtaskEventKind
 SUBTASK_EVENT_KIND_CANCELLED: SubtaskEventKind
+JOB_ERROR_TYPE_UNSPECIFIED: JobErrorType
+JOB_ERROR_TYPE_RENDER_FAILED: JobErrorType
+JOB_ERROR_TYPE_PROVIDER_TIMEOUT: JobErrorType
+JOB_ERROR_TYPE_PROVIDER_UNAVAILABLE: JobErrorType
+JOB_ERROR_TYPE_RATE_LIMITED: JobErrorType
+JOB_ERROR_TYPE_INVALID_PROMPT: JobErrorType
+JOB_ERROR_TYPE_UNSUPPORTED_SIZE: JobErrorType
+JOB_ERROR_TYPE_PROVIDER_REJECTED: JobErrorType
+JOB_ERROR_TYPE_TIME_LIMIT: JobErrorType
+JOB_ERROR_TYPE_EXPIRED: JobErrorType
+JOB_ERROR_TYPE_MALFORMED_JOB: JobErrorType
+JOB_ERROR_TYPE_STORAGE_UNAVAILABLE: JobErrorType
+JOB_ERROR_TYPE_WORKER_ERROR: JobErrorType
+JOB_ERROR_TYPE_CANCELLED: JobErrorType
+JOB_ERROR_TYPE_TIMEOUT: JobErrorType
+JOB_ERROR_TYPE_MAX_DELIVERIES: JobErrorType
+JOB_ERROR_TYPE_UNPUBLISHABLE: JobErrorType
+JOB_ERROR_TYPE_FAILED: JobErrorType
 
 class Job(_message.Message):
     __slots__ = ("subtask_id", "task_id", "owner_id", "queue", "attempt", "prompt", "negative_prompt", "width", "height", "seed", "use_polish", "format", "create_time", "generation", "index", "ratio")
