@@ -39,17 +39,18 @@ KEYS = {
     "name", "prompt", "negative_prompt", "variables", "zip", "images_per_combination",
     "ratio", "seed", "polish", "queue", "format", "priority", "tags", "request_id", "webhook",
 }  # fmt: skip
-# Spec words -> proto enum value names (protobuf accepts the names).
-QUEUES = {
-    "standard": "QUEUE_STANDARD",
-    "high_priority": "QUEUE_HIGH_PRIORITY",
-    "lumina": "QUEUE_LUMINA",
-}
-FORMATS = {"png": "OUTPUT_FORMAT_PNG", "webp": "OUTPUT_FORMAT_WEBP", "jpeg": "OUTPUT_FORMAT_JPEG"}
-EVENTS = {
-    "task_finished": "WEBHOOK_EVENT_TASK_FINISHED",
-    "subtask_finished": "WEBHOOK_EVENT_SUBTASK_FINISHED",
-}
+
+
+def _words(prefix: str, names: list[str]) -> dict[str, str]:
+    # A spec word is the enum value's name without its prefix, in lower case.
+    return {n.removeprefix(prefix).lower(): n for n in names if not n.endswith("_UNSPECIFIED")}
+
+
+# Spec words -> proto enum value names (protobuf accepts the names), read from the protos so
+# a new queue, format or event needs no change here.
+QUEUES = _words("QUEUE_", list(tasks_pb2.Queue.keys()))
+FORMATS = _words("OUTPUT_FORMAT_", list(tasks_pb2.OutputFormat.keys()))
+EVENTS = _words("WEBHOOK_EVENT_", list(tasks_pb2.WebhookEvent.keys()))
 
 
 def load(path: Path) -> tasks_pb2.CreateTaskRequest:
