@@ -14,7 +14,7 @@ import signal
 import structlog
 from nats.aio.client import Client
 
-from imagegen import generation, pipeline, polish, providers, retry, shared_polish
+from imagegen import generation, pipeline, polish, providers, retry, reuse, shared_polish
 from imagegen.config import ImagegenConfig
 from imagegen.controls import Controls
 from imagegen.heartbeat import Heartbeat, WorkerStats, new_worker_id
@@ -75,17 +75,19 @@ class Runtime:
                 ),
             ),
         )
+        store = await ImageStore.open(js)
         runner = JobRunner(
             nc=nc,
             worker_id=worker_id,
             settings=runner_settings(config),
             pipeline=images,
-            store=await ImageStore.open(js),
+            store=store,
             controls=controls,
             backoff=retry.Backoff(
                 config.retry_backoff_min, config.retry_backoff_max, config.retry_jitter
             ),
             stats=stats,
+            index=await reuse.ResultIndex.open(js, store, provider_identities(config, built)),
         )
         worker = Worker(
             js,
@@ -125,6 +127,16 @@ def build_providers(config: ImagegenConfig) -> dict[str, providers.Provider]:
     return {
         q: providers.create_provider(config.provider_kind(q), config.provider_options(q))
         for q in config.worker_queues
+    }
+
+
+def provider_identities(
+    config: ImagegenConfig, built: dict[str, providers.Provider]
+) -> dict[str, str]:
+    """Each served queue's provider identity, part of every render key (see `reuse`)."""
+    return {
+        q: reuse.provider_identity(config.provider_kind(q), config.provider_options(q), p.model)
+        for q, p in built.items()
     }
 
 

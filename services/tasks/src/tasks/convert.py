@@ -72,6 +72,8 @@ def task_spec(request: tasks_pb2.CreateTaskRequest) -> spec.TaskSpec:
         priority=request.priority,
         tags=tuple(request.tags),
         webhook=webhook,
+        reuse_results=settings.reuse_results,
+        share_results=settings.share_results,
         request_id=request.request_id,
     )
 
@@ -103,6 +105,8 @@ def task_proto(task: model.Task) -> tasks_pb2.Task:
         output_format=vocabulary.OUTPUT_FORMAT_ENUMS.get(
             task.output_format, tasks_pb2.OUTPUT_FORMAT_UNSPECIFIED
         ),
+        reuse_results=task.reuse_results,
+        share_results=task.share_results,
     )
     if task.seed is not None:
         settings.seed = task.seed
@@ -170,6 +174,7 @@ def subtask_proto(subtask: model.Subtask) -> tasks_pb2.Subtask:
         attempt=subtask.attempt,
         retried_from=subtask.retried_from or "",
         worker_id=subtask.worker_id,
+        reused_from=subtask.reused_from or "",
     )
     if subtask.error_type:
         message.error.type = subtask.error_type

@@ -59,8 +59,9 @@ _LOCK_RETRY = 0.05
 _PICK_REPUBLISH = """
 SELECT o.id, o.subtask_id, o.attempt, o.generation, s.task_id, s.owner_id, s.queue, s.idx,
     s.prompt, s.negative_prompt, s.width, s.height, s.seed, s.use_polish, s.output_format,
-    s.ratio, s.create_time
+    s.ratio, s.create_time, t.reuse_results, t.share_results
 FROM tasks.outbox o JOIN tasks.subtasks s ON s.id = o.subtask_id
+    JOIN tasks.tasks t ON t.id = s.task_id
 WHERE o.queue = :q AND o.sent_time IS NULL AND o.generation > 0
 ORDER BY o.id LIMIT :limit
 FOR UPDATE OF o SKIP LOCKED
@@ -124,6 +125,8 @@ def job_message(row: dict[str, Any]) -> jobs_pb2.Job:
         generation=row["generation"],
         index=row["idx"],
         ratio=row["ratio"],
+        reuse_results=row["reuse_results"],
+        share_results=row["share_results"],
     )
     job.create_time.FromDatetime(row["create_time"])
     return job

@@ -99,6 +99,7 @@ def _texts(event: jobs_pb2.SubtaskEvent) -> list[str]:
         result.sha256,
         result.model,
         result.polished_prompt,
+        result.reused_from_subtask_id,
     ]
 
 
@@ -168,6 +169,7 @@ _COLUMNS = (
     ("model", "text"),
     ("polished", "text"),
     ("render_ms", "integer"),
+    ("reused_from", "text"),
     ("delivery", "integer"),
     ("sequence", "integer"),
 )
@@ -204,6 +206,7 @@ UPDATE tasks.subtasks s SET
     model = COALESCE(c.model, s.model),
     polished_prompt = COALESCE(c.polished, s.polished_prompt),
     render_ms = COALESCE(c.render_ms, s.render_ms),
+    reused_from = COALESCE(c.reused_from, s.reused_from),
     last_delivery = CASE WHEN {_NEWER} THEN c.delivery ELSE s.last_delivery END,
     last_sequence = CASE WHEN {_NEWER} THEN c.sequence ELSE s.last_sequence END,
     last_seen = now()
@@ -241,6 +244,7 @@ def _params(change: Change) -> dict[str, Any]:
         "model": None,
         "polished": None,
         "render_ms": None,
+        "reused_from": None,
     }
     if result is not None:
         params.update(
@@ -256,6 +260,7 @@ def _params(change: Change) -> dict[str, Any]:
             render_ms=result.render_duration.ToMilliseconds()
             if result.HasField("render_duration")
             else None,
+            reused_from=result.reused_from_subtask_id or None,
         )
     return params
 

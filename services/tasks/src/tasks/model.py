@@ -62,6 +62,8 @@ class Task:
     update_time: dt.datetime | None
     version: int
     paused: bool = False
+    reuse_results: bool = False
+    share_results: bool = False
     queue_position: int = 0
     eta_seconds: float | None = None
     wait_reason: str = ""
@@ -135,6 +137,7 @@ class Subtask:
     queue_time: dt.datetime | None
     start_time: dt.datetime | None
     finish_time: dt.datetime | None
+    reused_from: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Subtask:

@@ -85,8 +85,9 @@ PICK = f"""
 )
 SELECT o.id, o.subtask_id, o.attempt, o.generation, s.task_id, s.owner_id, s.queue, s.idx,
     s.prompt, s.negative_prompt, s.width, s.height, s.seed, s.use_polish, s.output_format,
-    s.ratio, s.create_time
+    s.ratio, s.create_time, t.reuse_results, t.share_results
 FROM tasks.outbox o JOIN picked p ON p.id = o.id JOIN tasks.subtasks s ON s.id = o.subtask_id
+    JOIN tasks.tasks t ON t.id = s.task_id
 WHERE o.sent_time IS NULL
 ORDER BY p.eff DESC, p.owner_turn, p.owner_last, p.task_turn, o.id
 FOR UPDATE OF o SKIP LOCKED

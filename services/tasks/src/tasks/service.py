@@ -494,6 +494,8 @@ def _task_row(task_id: str, owner_id: str, s: spec.TaskSpec, total: int) -> dict
         "webhook_url": webhook.url if webhook else None,
         "webhook_secret": webhook.secret if webhook else None,
         "webhook_events": list(webhook.selected_events) if webhook else [],
+        "reuse_results": s.reuse_results,
+        "share_results": s.share_results,
         "state": model.PENDING,
         "total_images": total,
     }

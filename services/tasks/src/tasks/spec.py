@@ -64,6 +64,10 @@ class TaskSpec:
     priority: int = 0
     tags: tuple[str, ...] = ()
     webhook: WebhookSpec | None = None
+    reuse_results: bool = False
+    """Serve subtasks with copies of already stored images of the same render inputs."""
+    share_results: bool = False
+    """Let other owners' reusing tasks copy this task's images."""
     request_id: str = ""
     """The idempotency key, checked here so its violation comes with all the others."""
 

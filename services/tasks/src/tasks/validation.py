@@ -299,6 +299,8 @@ def _largest_empty_job() -> int:
         height=big,
         seed=task_spec.MAX_SEED,
         use_polish=True,
+        reuse_results=True,
+        share_results=True,
         format=imagegen_pb2.ImageFormat.Name(max(imagegen_pb2.ImageFormat.values())),
         generation=big,
         index=big,

@@ -30,6 +30,10 @@ IMAGES_STORE = "images"
 POLISH_CACHE_BUCKET = "polish_cache"
 """Polished prompts shared by the workers: key = hash of polisher config and prompt."""
 POLISH_CACHE_TTL_SECONDS = 7 * 86400.0
+RENDER_INDEX_BUCKET = "render_index"
+"""Stored images by render key (a hash of the render inputs), for tasks that reuse results:
+key = scope (the owner's, or `shared`) and render key, value = the image's subtask and
+object names. Kept as long as the images are."""
 MSG_ID_HEADER = "Nats-Msg-Id"
 ACCOUNTS_BUCKET = "auth_accounts"
 """Each user's role, active flag and tokens_not_before, key = user id: written only by the
@@ -291,6 +295,15 @@ def _buckets(settings: BusSettings) -> list[api.KeyValueConfig]:
         api.KeyValueConfig(
             bucket=POLISH_CACHE_BUCKET,
             ttl=POLISH_CACHE_TTL_SECONDS,
+            history=1,
+            storage=api.StorageType.FILE,
+            replicas=settings.jetstream_replicas,
+        ),
+        # An entry outliving its image is harmless (the worker checks the image exists and
+        # renders when it does not); the same age limit only keeps the index small.
+        api.KeyValueConfig(
+            bucket=RENDER_INDEX_BUCKET,
+            ttl=settings.images_max_age or None,
             history=1,
             storage=api.StorageType.FILE,
             replicas=settings.jetstream_replicas,
