@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import Any
 
 import pytest
 from worker_harness import Kind, bus_with_worker, make_job
@@ -32,7 +33,7 @@ def test_render_key_changes_with_every_render_input() -> None:
     """Equal inputs give equal keys; changing any one input (prompt, negative prompt, seed,
     width, height, ratio, format, provider) gives another key; secret provider options do
     not take part."""
-    changed = {
+    changed: dict[str, Any] = {
         "prompt": "a fox, polished",
         "negative_prompt": "",
         "seed": 8,
@@ -103,6 +104,7 @@ async def test_a_damaged_or_unreadable_entry_means_rendering(private_nats: NatsS
     async with bus_with_worker(private_nats.url) as (tasks, runtime):
         job = _job("owner-3", reuse_results=True)
         index = await tasks.js.key_value(bus.RENDER_INDEX_BUCKET)
+        assert runtime.runner._index is not None
         key = runtime.runner._index.render_key(
             job, "standard", await runtime.pipeline.polish.polish(job.prompt)
         )
