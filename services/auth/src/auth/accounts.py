@@ -7,12 +7,14 @@ from typing import Any
 
 import structlog
 
-from auth import apikeys, paging, refresh, throttle, users, validation
+from auth import apikeys, refresh, throttle, users, validation
 from auth.core import Core
 from auth.models import Page, User
 from auth.passwords import policy_violations
-from kiln.common import errors, principal
+from kiln.common import errors, paging, principal
 from kiln.common.principal import Principal, Role
+
+_USERS_DEFAULT_PAGE = 100
 
 log = structlog.get_logger("auth.accounts")
 
@@ -134,19 +136,15 @@ async def require_admin(core: Core) -> Principal:
 async def list_users(core: Core, size: int, token: str, search: str) -> Page[User]:
     """A page of users, newest first, matching `search` in email or display name."""
     await require_admin(core)
-    limit = paging.page_size(size)
+    limit = paging.page_size(size, _USERS_DEFAULT_PAGE)
     search = search.strip()
     validation.raise_if(validation.search_violations("search", search))
     query = f"users:{search.lower()}"
-    after = paging.decode(token, query)
+    filters = paging.fingerprint(query)
+    after = paging.Cursor.after(token, filters)
     async with core.engine.connect() as conn:
         found = await users.page(conn, search=search, after=after, limit=limit + 1)
-    items = found[:limit]
-    next_token = ""
-    if len(found) > limit:
-        last = items[-1]
-        next_token = paging.encode(paging.Cursor(last.create_time, last.id), query)
-    return Page(items, next_token)
+    return Page(*paging.cut(found, limit, filters, paging.keyset_position))
 
 
 async def get_user(core: Core, user_id: str) -> User:

@@ -10,11 +10,13 @@ import datetime
 
 import structlog
 
-from auth import accounts, apikeys, paging, users, validation
+from auth import accounts, apikeys, users, validation
 from auth.core import Core
 from auth.models import ApiKey, Page
-from kiln.common import errors, principal
+from kiln.common import errors, paging, principal
 from kiln.common.principal import Principal, Role
+
+_KEYS_DEFAULT_PAGE = 100
 
 log = structlog.get_logger("auth.credentials")
 
@@ -74,10 +76,11 @@ async def create(
 async def list_keys(core: Core, size: int, token: str, include_revoked: bool) -> Page[ApiKey]:
     """The caller's keys, or everyone's for an admin, newest first (metadata only)."""
     caller = await _caller(core)
-    limit = paging.page_size(size)
+    limit = paging.page_size(size, _KEYS_DEFAULT_PAGE)
     owner = None if caller.is_admin else validation.parse_id("sub", caller.user_id)
     query = f"api_keys:{owner or '*'}:{include_revoked}"
-    after = paging.decode(token, query)
+    filters = paging.fingerprint(query)
+    after = paging.Cursor.after(token, filters)
     async with core.engine.connect() as conn:
         found = await apikeys.page(
             conn,
@@ -87,12 +90,7 @@ async def list_keys(core: Core, size: int, token: str, include_revoked: bool) ->
             after=after,
             limit=limit + 1,
         )
-    items = found[:limit]
-    next_token = ""
-    if len(found) > limit:
-        last = items[-1]
-        next_token = paging.encode(paging.Cursor(last.create_time, last.id), query)
-    return Page(items, next_token)
+    return Page(*paging.cut(found, limit, filters, paging.keyset_position))
 
 
 async def revoke(core: Core, key_id: str) -> ApiKey:

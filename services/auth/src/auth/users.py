@@ -12,10 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth import paging
 from auth.models import User
 from auth.tables import users
-from kiln.common import errors
+from kiln.common import errors, paging
 from kiln.common.account_states import AccountState
 from kiln.common.principal import Role
 

@@ -224,16 +224,8 @@ class Tasks:
         owner: str | None = owner_id or (None if caller.is_admin else caller.user_id)
         size = paging.page_size(page_size, _TASKS_DEFAULT_PAGE)
         filters = paging.fingerprint(caller.user_id, owner, sorted(states), tag, search)
-        position = paging.decode(page_token, filters)
-        after = None
-        if position is not None:
-            try:
-                after = (
-                    paging.time_at(position, "t"),
-                    str(uuid.UUID(paging.text_at(position, "i"))),
-                )
-            except ValueError:
-                raise paging.invalid_token() from None
+        cursor = paging.Cursor.after(page_token, filters)
+        after = None if cursor is None else (cursor.create_time, str(cursor.id))
         async with self.rt.engine.connect() as conn:
             found = await store.list_tasks(
                 conn,
@@ -244,13 +236,7 @@ class Tasks:
                 after=after,
                 limit=size + 1,
             )
-        page, more = found[:size], len(found) > size
-        token = ""
-        if more and page[-1].create_time is not None:
-            last = page[-1]
-            assert last.create_time is not None
-            token = paging.encode({"t": last.create_time.isoformat(), "i": last.id}, filters)
-        return page, token
+        return paging.cut(found, size, filters, _task_position)
 
     async def list_subtasks(
         self,
@@ -278,9 +264,7 @@ class Tasks:
                 after_index=after,
                 limit=size + 1,
             )
-        page = _fitting(found[:size])
-        token = paging.encode({"i": page[-1].idx}, filters) if len(found) > len(page) else ""
-        return page, token
+        return paging.cut(found, size, filters, lambda s: {"i": s.idx}, fit=_fitting)
 
     async def cancel(self, task_id: str) -> model.Task:
         """Drops the task's waiting work, marks it cancelled and asks workers to stop."""
@@ -449,6 +433,12 @@ _PAGE_TEXT_BYTES = 2 * 1024 * 1024
 """A page of subtasks stops growing past this many bytes of text (a rendered prompt may be
 16,000 characters, twice per subtask), so a client's default 4 MiB receive limit takes
 any page; the next page token resumes after the last subtask sent."""
+
+
+def _task_position(task: model.Task) -> dict[str, Any]:
+    """Where the next page of tasks starts: after this task's (create_time, id)."""
+    assert task.create_time is not None  # a stored task always has one
+    return paging.Cursor(task.create_time, uuid.UUID(task.id)).position()
 
 
 def _fitting(subtasks: list[model.Subtask]) -> list[model.Subtask]:
