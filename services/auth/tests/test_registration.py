@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import pytest
 
-from auth import accounts, hashgate
+from auth import account_usecases, hashgate
 from auth.testing import PASSWORD, AuthServer, make_config, new_email, start_server, stop_server
 from kiln.auth.v1 import auth_pb2
 from kiln.common import errors
@@ -115,7 +115,7 @@ async def test_closed_self_registration_and_admin_created_accounts(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await auth.register(new_email())
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert caught.value.details() == accounts.REGISTRATION_CLOSED
+    assert caught.value.details() == account_usecases.REGISTRATION_CLOSED
 
     admin = await auth.admin()
     email = new_email()

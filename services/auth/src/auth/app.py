@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from auth import accounts, housekeeping, keys, validation
+from auth import account_usecases, housekeeping, keys, validation
 from auth.account_publisher import AccountPublisher
 from auth.config import AuthConfig
 from auth.core import Core, build_core
@@ -119,7 +119,7 @@ async def bootstrap_admin(config: AuthConfig, core: Core) -> None:
     if not config.bootstrap_admin_password:
         raise ConfigError("AUTH_BOOTSTRAP_ADMIN_PASSWORD", "is required with the email")
     try:
-        created = await accounts.ensure_admin(
+        created = await account_usecases.ensure_admin(
             core,
             config.bootstrap_admin_email,
             config.bootstrap_admin_password,

@@ -12,7 +12,7 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from auth import accounts, app, keys
+from auth import account_usecases, app, keys
 from auth.config import AuthConfig
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
 from kiln.common import config
@@ -133,7 +133,7 @@ class AuthServer:
     async def admin(self) -> Account:
         """A fresh admin, signed in (created the way create-admin does)."""
         email = new_email()
-        await accounts.create_account(self.app.core, email, PASSWORD, "Admin", Role.ADMIN)
+        await account_usecases.create_account(self.app.core, email, PASSWORD, "Admin", Role.ADMIN)
         response = await self.login(email)
         return Account(email, PASSWORD, response.user, response.tokens)
 

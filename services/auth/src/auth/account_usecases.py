@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 
-from auth import apikeys, refresh, throttle, users, validation
+from auth import apikey_store, refresh_token_store, throttle, user_store, validation
 from auth.core import Core
 from auth.models import Page, User
 from auth.passwords import policy_violations
@@ -90,12 +90,12 @@ async def create_account(
     """
     email, display_name = _checked_fields(email, password, display_name)
     async with core.engine.connect() as conn:
-        taken = await users.email_taken(conn, email)
+        taken = await user_store.email_taken(conn, email)
     if taken:
-        raise errors.AlreadyExists(users.EMAIL_TAKEN)
+        raise errors.AlreadyExists(user_store.EMAIL_TAKEN)
     encoded = await core.new_account_hashes.hash(core.hasher, password)
     async with core.engine.begin() as conn:
-        user = await users.insert(
+        user = await user_store.insert(
             conn,
             email=email,
             display_name=display_name,
@@ -111,7 +111,7 @@ async def current_user(core: Core, caller: Principal) -> User:
     """The caller's account as stored now."""
     user_id = validation.parse_id("sub", caller.user_id)
     async with core.engine.connect() as conn:
-        user = await users.get(conn, user_id)
+        user = await user_store.get(conn, user_id)
     if user is None:
         raise errors.NotFound("user", caller.user_id)
     return user
@@ -125,7 +125,7 @@ async def require_admin(core: Core) -> Principal:
     """
     caller = principal.require_admin()
     async with core.engine.connect() as conn:
-        user = await users.get(conn, validation.parse_id("sub", caller.user_id))
+        user = await user_store.get(conn, validation.parse_id("sub", caller.user_id))
     if user is None or not user.active:
         raise errors.Unauthenticated("the account no longer exists or is deactivated")
     if user.role is not Role.ADMIN:
@@ -143,7 +143,7 @@ async def list_users(core: Core, size: int, token: str, search: str) -> Page[Use
     filters = paging.fingerprint(query)
     after = paging.Cursor.after(token, filters)
     async with core.engine.connect() as conn:
-        found = await users.page(conn, search=search, after=after, limit=limit + 1)
+        found = await user_store.page(conn, search=search, after=after, limit=limit + 1)
     return Page(*paging.cut(found, limit, filters, paging.keyset_position))
 
 
@@ -152,7 +152,7 @@ async def get_user(core: Core, user_id: str) -> User:
     await require_admin(core)
     parsed = validation.parse_id("id", user_id)
     async with core.engine.connect() as conn:
-        user = await users.get(conn, parsed)
+        user = await user_store.get(conn, parsed)
     if user is None:
         raise errors.NotFound("user", user_id)
     return user
@@ -178,17 +178,17 @@ async def update_user(core: Core, user_id: str, changes: UserChanges) -> User:
         raise errors.FailedPrecondition("admins cannot demote or deactivate themselves")
     now = core.clock()
     async with core.engine.begin() as conn:
-        before = await users.get(conn, parsed, lock=True)
+        before = await user_store.get(conn, parsed, lock=True)
         if before is None:
             raise errors.NotFound("user", user_id)
-        after = await users.update(conn, parsed, values, now) if values else before
+        after = await user_store.update(conn, parsed, values, now) if values else before
         if after is None:
             raise errors.NotFound("user", user_id)
         if before.active and not after.active:
-            tokens = await refresh.revoke_user(conn, parsed, now)
-            keys = await apikeys.revoke_user(conn, parsed, now)
+            tokens = await refresh_token_store.revoke_user(conn, parsed, now)
+            keys = await apikey_store.revoke_user(conn, parsed, now)
             # Reactivating later must not bring the old access tokens back to life.
-            await users.refuse_tokens_before(conn, parsed, now)
+            await user_store.refuse_tokens_before(conn, parsed, now)
             log.info("user_deactivated", user_id=str(parsed), refresh_tokens_revoked=tokens,
                      api_keys_revoked=keys)  # fmt: skip
     if (before.role, before.active) != (after.role, after.active):

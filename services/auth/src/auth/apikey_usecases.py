@@ -10,7 +10,7 @@ import datetime
 
 import structlog
 
-from auth import accounts, apikeys, users, validation
+from auth import account_usecases, apikey_store, user_store, validation
 from auth.core import Core
 from auth.models import ApiKey, Page
 from kiln.common import errors, paging, principal
@@ -25,7 +25,7 @@ async def _caller(core: Core) -> Principal:
     """The caller; an admin token is re-checked against the database."""
     caller = principal.current()
     if caller.is_admin:
-        return await accounts.require_admin(core)
+        return await account_usecases.require_admin(core)
     return caller
 
 
@@ -52,14 +52,14 @@ async def create(
     if owner_id != caller_id and not caller.is_admin:
         raise errors.PermissionDenied("only admins may create keys for another user")
     async with core.engine.begin() as conn:
-        owner = await users.get(conn, owner_id)
+        owner = await user_store.get(conn, owner_id)
         if owner is None:
             raise errors.NotFound("user", str(owner_id))
         if not owner.active:
             raise errors.FailedPrecondition("the user is deactivated")
         if role is Role.ADMIN and owner.role is not Role.ADMIN:
             raise errors.InvalidArgument.field("role", "must not exceed the user's own role")
-        api_key, secret = await apikeys.insert(
+        api_key, secret = await apikey_store.insert(
             conn,
             user_id=owner_id,
             name=name,
@@ -82,7 +82,7 @@ async def list_keys(core: Core, size: int, token: str, include_revoked: bool) ->
     filters = paging.fingerprint(query)
     after = paging.Cursor.after(token, filters)
     async with core.engine.connect() as conn:
-        found = await apikeys.page(
+        found = await apikey_store.page(
             conn,
             user_id=owner,
             include_revoked=include_revoked,
@@ -98,10 +98,10 @@ async def revoke(core: Core, key_id: str) -> ApiKey:
     caller = await _caller(core)
     parsed = validation.parse_id("id", key_id)
     async with core.engine.begin() as conn:
-        found = await apikeys.get(conn, parsed)
+        found = await apikey_store.get(conn, parsed)
         if found is None or (not caller.is_admin and str(found.user_id) != caller.user_id):
             raise errors.NotFound("api key", key_id)
-        revoked = await apikeys.revoke(conn, parsed, core.clock())
+        revoked = await apikey_store.revoke(conn, parsed, core.clock())
     if revoked is None:
         raise errors.NotFound("api key", key_id)
     log.info("api_key_revoked", key_id=key_id, by=caller.user_id)
