@@ -16,10 +16,19 @@ from auth.config import AuthConfig
 from auth.core import Core, build_core
 from auth.servicer import AuthServicer
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
-from kiln.common import db, errors, interceptors, migrations, server, startup, textlimits
+from kiln.common import (
+    db,
+    errors,
+    interceptors,
+    migrations,
+    server,
+    startup,
+    textlimits,
+    verifiers,
+)
 from kiln.common.account_states import AccountStates
 from kiln.common.config import ConfigError
-from kiln.common.tokens import StaticKeySource, TokenVerifier
+from kiln.common.tokens import StaticKeySource
 
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -57,12 +66,7 @@ class AuthApp:
             build_core(config, self.engine, ring), account_changed=self.publisher.notify
         )
         # The auth service verifies its own tokens with every key of its ring, locally.
-        verifier = TokenVerifier(
-            StaticKeySource(ring.public_keys),
-            config.jwt_issuer,
-            config.jwt_audience,
-            config.jwt_leeway,
-        )
+        verifier = verifiers.build_verifier(StaticKeySource(ring.public_keys), config)
         self.servicer = AuthServicer(self.core, ring, config.jwt_issuer, config.jwt_audience)
         self.host = server.ServiceHost(
             config,

@@ -23,7 +23,7 @@ from imagegen.polish_cache import PolishCache
 from imagegen.servicer import ImageGenServicer
 from imagegen.store import ImageStore
 from imagegen.worker import Worker
-from kiln.common import bus, interceptors, jetstream, jwks, server, textlimits, tls
+from kiln.common import bus, interceptors, jetstream, server, textlimits, verifiers
 from kiln.common.account_states import AccountStates
 from kiln.common.tokens import TokenVerifier
 from kiln.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
@@ -179,7 +179,7 @@ async def serve(config: ImagegenConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     nc = await jetstream.connect(config, "imagegen")
-    auth_channel = tls.channel(config.auth_target, config)
+    verifier, auth_channel = verifiers.auth_service_verifier(config.auth_target, config, config)
     # Until the first replay of the account states has arrived: NOT_SERVING, and
     # authenticated calls get UNAVAILABLE (kiln.common.account_states).
     accounts = AccountStates()
@@ -190,12 +190,6 @@ async def serve(config: ImagegenConfig) -> None:
         except ValueError as error:  # a provider or polisher option; the message names it
             log.error("config_invalid", problem=str(error))  # noqa: TRY400 - no traceback needed
             raise SystemExit(2) from None
-        verifier = TokenVerifier(
-            jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
-            config.jwt_issuer,
-            config.jwt_audience,
-            config.jwt_leeway,
-        )
         await accounts.wait_ready(_ACCOUNTS_REPLAY_SECONDS)
         host = build_host(config, runtime, nc, verifier, accounts)
         try:

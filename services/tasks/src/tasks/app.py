@@ -22,12 +22,11 @@ from kiln.common import (
     db,
     interceptors,
     jetstream,
-    jwks,
     migrations,
     server,
     startup,
     textlimits,
-    tls,
+    verifiers,
 )
 from kiln.common.account_states import AccountStates
 from kiln.common.tokens import TokenVerifier
@@ -169,13 +168,7 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
     await jetstream.provision(js, bus.tasks_topology(config))
     closers: list[Callable[[], Awaitable[object]]] = []
     if verifier is None:
-        auth_channel = tls.channel(config.auth_target, config)
-        verifier = TokenVerifier(
-            jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
-            config.jwt_issuer,
-            config.jwt_audience,
-            config.jwt_leeway,
-        )
+        verifier, auth_channel = verifiers.auth_service_verifier(config.auth_target, config, config)
         closers.append(auth_channel.close)
 
     hub = watch.Hub(nc, config.max_watchers_per_user)
