@@ -45,7 +45,7 @@ def migrate(config: AuthConfig) -> None:
     migrations.upgrade(MIGRATIONS, config.database_url, SCHEMA)
 
 
-class AuthApp:
+class AuthApp(server.ServiceApp):
     """The auth service's server and everything it owns, startable in-process (tests)."""
 
     def __init__(self, config: AuthConfig, ring: keys.KeyRing) -> None:
@@ -109,11 +109,10 @@ class AuthApp:
                     await task
         await self.engine.dispose()
 
-    async def stop(self) -> None:
-        """Stops serving at once and closes everything (tests)."""
-        await self.host.monitor.stop()
-        await self.host.server.stop(0)
-        await self.close()
+
+async def build(config: AuthConfig, ring: keys.KeyRing | None = None) -> AuthApp:
+    """The auth service, ready to start; `ring` defaults to the keys the config names."""
+    return AuthApp(config, keys.load_key_ring(config) if ring is None else ring)
 
 
 async def bootstrap_admin(config: AuthConfig, core: Core) -> None:
@@ -155,14 +154,8 @@ async def serve(config: AuthConfig) -> None:
     """Runs the auth service until SIGTERM (after waiting for the schema, if it is old)."""
     ring = load_ring_or_exit(config)  # a bad key is reported before the database is asked
     await startup.wait_for_schema(config, config, MIGRATIONS, SCHEMA, "auth")
-    app = AuthApp(config, ring)
     try:
-        await app.prepare()
-    except ConfigError as exc:
-        await app.close()
+        await server.serve_app(await build(config, ring))
+    except ConfigError as exc:  # the bootstrap admin's settings
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except BaseException:
-        await app.close()
-        raise
-    await server.serve_until_stopped(app.host, [app.close])

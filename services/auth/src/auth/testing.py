@@ -12,7 +12,7 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from auth import account_usecases, app, keys
+from auth import account_usecases, app
 from auth.config import AuthConfig
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
 from kiln.common import config
@@ -140,7 +140,7 @@ class AuthServer:
 
 async def start_server(cfg: AuthConfig) -> AuthServer:
     """Starts an auth server in this process for `cfg`."""
-    auth_app = app.AuthApp(cfg, keys.load_key_ring(cfg))
+    auth_app = await app.build(cfg)
     port = await auth_app.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     return AuthServer(auth_app, channel, auth_pb2_grpc.AuthServiceStub(channel), port)

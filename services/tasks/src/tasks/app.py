@@ -1,13 +1,13 @@
 """Wires the tasks service: database, NATS, token verification, gRPC server, background loops.
 
 `build()` assembles everything without serving, so tests run the real server in-process on
-port 0 with a test token verifier; `serve()` is the process entry point.
+port 0 with a test token verifier; `serve()`, the process entry point, runs it with
+`kiln.common.server.serve_app` like every service.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -66,7 +66,7 @@ def migrate(config: TasksConfig) -> None:
 
 
 @dataclasses.dataclass
-class TasksApp:
+class TasksApp(server.ServiceApp):
     """A built tasks service: the gRPC host plus its resources and background loops."""
 
     config: TasksConfig
@@ -130,13 +130,13 @@ class TasksApp:
         return await self.host.start()
 
     async def close(self) -> None:
-        """Stops the server (no grace), the loops, and closes every resource."""
-        await self.host.server.stop(0)
-        await self.host.monitor.stop()
+        """Stops the loops and closes every resource (the server has stopped)."""
         await self.stop_loops()
         for close in self.closers:
-            with contextlib.suppress(Exception):
+            try:
                 await close()
+            except Exception:
+                log.warning("close_failed", exc_info=True)
 
 
 async def _supervise(name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -289,7 +289,4 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
 async def serve(config: TasksConfig) -> None:
     """Runs the tasks service until SIGTERM (after waiting for the schema, if it is old)."""
     await startup.wait_for_schema(config, config, MIGRATIONS, SCHEMA, "tasks")
-    app = await build(config)
-    app.start_loops()
-    await app.accounts.wait_ready(_ACCOUNTS_REPLAY_SECONDS)
-    await server.serve_until_stopped(app.host, [app.stop_loops, *app.closers])
+    await server.serve_app(await build(config))
