@@ -135,3 +135,16 @@ def test_cut_keeps_the_page_and_resumes_after_its_last_item() -> None:
     page, token = paging.cut(found, 3, FILTERS, lambda i: {"i": i}, fit=lambda p: p[:1])
     assert page == [0] and paging.decode(token, FILTERS) == {"i": 0}
     assert paging.cut([], 3, FILTERS, lambda i: {"i": i}) == ([], "")
+
+
+def test_reasons_name_the_logical_error_not_the_status_code() -> None:
+    """Two errors with one status code carry different ErrorInfo reasons: a raise site's
+    reason wins over the class default, and NOT_FOUND names its resource."""
+    running = errors.FailedPrecondition("still running", reason="TASK_STILL_RUNNING")
+    nothing = errors.FailedPrecondition("nothing to retry", reason="NOTHING_TO_RETRY")
+    assert running.code == nothing.code
+    assert running.details()[0].reason == "TASK_STILL_RUNNING"
+    assert nothing.details()[0].reason == "NOTHING_TO_RETRY"
+    assert errors.NotFound("api key", "k").reason == "API_KEY_NOT_FOUND"
+    assert errors.FailedPrecondition("x").reason == "FAILED_PRECONDITION"  # the fallback
+    assert paging.invalid_token().reason == "INVALID_PAGE_TOKEN"

@@ -11,7 +11,7 @@ from auth import apikey_store, refresh_token_store, throttle, user_store, valida
 from auth.core import Core
 from auth.models import Page, User
 from auth.passwords import policy_violations
-from kiln.common import errors, paging, principal
+from kiln.common import errors, ids, paging, principal
 from kiln.common.principal import Principal, Role
 
 _USERS_DEFAULT_PAGE = 100
@@ -42,7 +42,7 @@ async def register(
     RESOURCE_EXHAUSTED past the per-address limit; ALREADY_EXISTS when the email is taken.
     """
     if not core.self_registration:
-        raise errors.PermissionDenied(REGISTRATION_CLOSED)
+        raise errors.PermissionDenied(REGISTRATION_CLOSED, reason="REGISTRATION_CLOSED")
     if address is not None:
         limit = core.throttle.limits.registrations_per_address
         counted = {throttle.registration_key(address): limit}
@@ -52,6 +52,7 @@ async def register(
             log.info("register_throttled")
             raise errors.ResourceExhausted(
                 "too many registrations from this address; try again later",
+                reason="REGISTRATION_THROTTLED",
                 retry_after=retry_after,
             )
     return await create_account(core, email, password, display_name, Role.USER)
@@ -92,7 +93,7 @@ async def create_account(
     async with core.engine.connect() as conn:
         taken = await user_store.email_taken(conn, email)
     if taken:
-        raise errors.AlreadyExists(user_store.EMAIL_TAKEN)
+        raise errors.AlreadyExists(user_store.EMAIL_TAKEN, reason="EMAIL_TAKEN")
     encoded = await core.new_account_hashes.hash(core.hasher, password)
     async with core.engine.begin() as conn:
         user = await user_store.insert(
@@ -109,7 +110,7 @@ async def create_account(
 
 async def current_user(core: Core, caller: Principal) -> User:
     """The caller's account as stored now."""
-    user_id = validation.parse_id("sub", caller.user_id)
+    user_id = ids.parse_id("sub", caller.user_id)
     async with core.engine.connect() as conn:
         user = await user_store.get(conn, user_id)
     if user is None:
@@ -125,11 +126,15 @@ async def require_admin(core: Core) -> Principal:
     """
     caller = principal.require_admin()
     async with core.engine.connect() as conn:
-        user = await user_store.get(conn, validation.parse_id("sub", caller.user_id))
+        user = await user_store.get(conn, ids.parse_id("sub", caller.user_id))
     if user is None or not user.active:
-        raise errors.Unauthenticated("the account no longer exists or is deactivated")
+        raise errors.Unauthenticated(
+            "the account no longer exists or is deactivated", reason="ACCOUNT_DEACTIVATED"
+        )
     if user.role is not Role.ADMIN:
-        raise errors.PermissionDenied("this call needs the admin role")
+        raise errors.PermissionDenied(
+            "this call needs the admin role", reason="ADMIN_ROLE_REQUIRED"
+        )
     return caller
 
 
@@ -150,7 +155,7 @@ async def list_users(core: Core, size: int, token: str, search: str) -> Page[Use
 async def get_user(core: Core, user_id: str) -> User:
     """One user; NOT_FOUND when there is none."""
     await require_admin(core)
-    parsed = validation.parse_id("id", user_id)
+    parsed = ids.parse_id("id", user_id)
     async with core.engine.connect() as conn:
         user = await user_store.get(conn, parsed)
     if user is None:
@@ -163,7 +168,7 @@ async def update_user(core: Core, user_id: str, changes: UserChanges) -> User:
     same transaction; a new role or active flag is then published, so every service refuses
     the lost powers of tokens already issued within seconds."""
     caller = await require_admin(core)
-    parsed = validation.parse_id("user.id", user_id)
+    parsed = ids.parse_id("user.id", user_id)
     values: dict[str, Any] = {}
     if changes.display_name is not None:
         name = changes.display_name.strip()
@@ -175,7 +180,9 @@ async def update_user(core: Core, user_id: str, changes: UserChanges) -> User:
         values["active"] = changes.active
     if str(parsed) == caller.user_id and (changes.active is False or changes.role is Role.USER):
         # Keeps at least the caller as an admin: nobody locks the last admin out by mistake.
-        raise errors.FailedPrecondition("admins cannot demote or deactivate themselves")
+        raise errors.FailedPrecondition(
+            "admins cannot demote or deactivate themselves", reason="SELF_DEMOTION"
+        )
     now = core.clock()
     async with core.engine.begin() as conn:
         before = await user_store.get(conn, parsed, lock=True)

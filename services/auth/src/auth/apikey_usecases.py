@@ -13,7 +13,7 @@ import structlog
 from auth import account_usecases, apikey_store, user_store, validation
 from auth.core import Core
 from auth.models import ApiKey, Page
-from kiln.common import errors, paging, principal
+from kiln.common import errors, ids, paging, principal
 from kiln.common.principal import Principal, Role
 
 _KEYS_DEFAULT_PAGE = 100
@@ -46,17 +46,21 @@ async def create(
     validation.raise_if(violations)
     role = role or Role.USER
     if role is Role.ADMIN and not caller.is_admin:
-        raise errors.PermissionDenied("only admins may create admin keys")
-    caller_id = validation.parse_id("sub", caller.user_id)
-    owner_id = validation.parse_id("user_id", user_id) if user_id else caller_id
+        raise errors.PermissionDenied(
+            "only admins may create admin keys", reason="ADMIN_ROLE_REQUIRED"
+        )
+    caller_id = ids.parse_id("sub", caller.user_id)
+    owner_id = ids.parse_id("user_id", user_id) if user_id else caller_id
     if owner_id != caller_id and not caller.is_admin:
-        raise errors.PermissionDenied("only admins may create keys for another user")
+        raise errors.PermissionDenied(
+            "only admins may create keys for another user", reason="ADMIN_ROLE_REQUIRED"
+        )
     async with core.engine.begin() as conn:
         owner = await user_store.get(conn, owner_id)
         if owner is None:
             raise errors.NotFound("user", str(owner_id))
         if not owner.active:
-            raise errors.FailedPrecondition("the user is deactivated")
+            raise errors.FailedPrecondition("the user is deactivated", reason="USER_DEACTIVATED")
         if role is Role.ADMIN and owner.role is not Role.ADMIN:
             raise errors.InvalidArgument.field("role", "must not exceed the user's own role")
         api_key, secret = await apikey_store.insert(
@@ -77,7 +81,7 @@ async def list_keys(core: Core, size: int, token: str, include_revoked: bool) ->
     """The caller's keys, or everyone's for an admin, newest first (metadata only)."""
     caller = await _caller(core)
     limit = paging.page_size(size, _KEYS_DEFAULT_PAGE)
-    owner = None if caller.is_admin else validation.parse_id("sub", caller.user_id)
+    owner = None if caller.is_admin else ids.parse_id("sub", caller.user_id)
     query = f"api_keys:{owner or '*'}:{include_revoked}"
     filters = paging.fingerprint(query)
     after = paging.Cursor.after(token, filters)
@@ -96,7 +100,7 @@ async def list_keys(core: Core, size: int, token: str, include_revoked: bool) ->
 async def revoke(core: Core, key_id: str) -> ApiKey:
     """Revokes a key at once (idempotent: the first revocation time is kept)."""
     caller = await _caller(core)
-    parsed = validation.parse_id("id", key_id)
+    parsed = ids.parse_id("id", key_id)
     async with core.engine.begin() as conn:
         found = await apikey_store.get(conn, parsed)
         if found is None or (not caller.is_admin and str(found.user_id) != caller.user_id):

@@ -12,7 +12,7 @@ from auth import apikey_store, refresh_token_store, throttle, user_store, valida
 from auth.core import Core
 from auth.models import TokenPair, User
 from auth.passwords import MAX_LENGTH, policy_violations
-from kiln.common import errors
+from kiln.common import errors, ids
 from kiln.common.principal import Principal, Role
 
 log = structlog.get_logger("auth.sessions")
@@ -25,7 +25,9 @@ _ROLE_RANK = {Role.USER: 0, Role.ADMIN: 1}
 
 def _throttled(retry_after: float) -> errors.ResourceExhausted:
     return errors.ResourceExhausted(
-        "too many failed sign-in attempts; try again later", retry_after=retry_after
+        "too many failed sign-in attempts; try again later",
+        reason="LOGIN_THROTTLED",
+        retry_after=retry_after,
     )
 
 
@@ -65,7 +67,7 @@ async def login_with_password(
             "unknown_email" if user is None else "wrong_password" if not matched else "inactive"
         )
         log.info("login_failed", method="password", reason=reason)
-        raise errors.Unauthenticated(WRONG_CREDENTIALS)
+        raise errors.Unauthenticated(WRONG_CREDENTIALS, reason="WRONG_CREDENTIALS")
 
     rehashed = await core.hasher.hash(password) if core.hasher.needs_rehash(encoded) else None
     now = core.clock()
@@ -114,7 +116,7 @@ async def login_with_api_key(core: Core, key: str, address: str | None) -> tuple
     if not usable or api_key is None or user is None:
         log.info("login_failed", method="api_key",
                  key_id=str(api_key.id) if api_key else None)  # fmt: skip
-        raise errors.Unauthenticated(BAD_API_KEY)
+        raise errors.Unauthenticated(BAD_API_KEY, reason="INVALID_API_KEY")
 
     # A key never grants more than its user has now: demoting the user demotes the key.
     role = min(api_key.role, user.role, key=_ROLE_RANK.__getitem__)
@@ -146,7 +148,7 @@ async def rotate(core: Core, token: str) -> TokenPair:
                 )
     if user is None or new_refresh is None:
         log.info("refresh_failed", outcome=outcome.value)
-        raise errors.Unauthenticated(BAD_REFRESH_TOKEN)
+        raise errors.Unauthenticated(BAD_REFRESH_TOKEN, reason="INVALID_REFRESH_TOKEN")
     access = core.issuer.issue(user.id, user.email, user.role, now, user.tokens_not_before)
     return TokenPair(access.token, access.expire_time, new_refresh.token, new_refresh.expire_time)
 
@@ -173,7 +175,7 @@ async def logout(core: Core, caller: Principal, token: str, all_sessions: bool =
 
 async def logout_everywhere(core: Core, caller: Principal) -> None:
     """Ends every session of the caller: refresh tokens revoked, access tokens refused."""
-    user_id = validation.parse_id("sub", caller.user_id)
+    user_id = ids.parse_id("sub", caller.user_id)
     now = core.clock()
     async with core.engine.begin() as conn:
         revoked = await refresh_token_store.revoke_user(conn, user_id, now)
@@ -185,12 +187,14 @@ async def logout_everywhere(core: Core, caller: Principal) -> None:
 async def change_password(core: Core, caller: Principal, old: str, new: str) -> None:
     """Replaces the caller's password after checking the old one, and revokes every refresh
     token they have (all their other sessions end at their access token's expiry)."""
-    user_id = validation.parse_id("sub", caller.user_id)
+    user_id = ids.parse_id("sub", caller.user_id)
     async with core.engine.connect() as conn:
         user = await user_store.get(conn, user_id)
         encoded = await user_store.password_hash(conn, user_id)
     if user is None or encoded is None or not user.active:
-        raise errors.Unauthenticated("the account no longer exists or is deactivated")
+        raise errors.Unauthenticated(
+            "the account no longer exists or is deactivated", reason="ACCOUNT_DEACTIVATED"
+        )
     violations = [] if old else [errors.FieldViolation("old_password", "is required")]
     if len(old) > MAX_LENGTH:
         violations.append(

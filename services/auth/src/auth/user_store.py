@@ -69,7 +69,7 @@ async def insert(
             await conn.execute(users.insert().values(values))
     except IntegrityError as exc:
         if _is_duplicate_email(exc):
-            raise errors.AlreadyExists(EMAIL_TAKEN) from None
+            raise errors.AlreadyExists(EMAIL_TAKEN, reason="EMAIL_TAKEN") from None
         raise
     return _user(values)
 

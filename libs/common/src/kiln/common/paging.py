@@ -28,6 +28,7 @@ MAX_TOKEN_LENGTH = 1024
 refused before it is decoded (a deeply nested JSON made the decoder recurse to its limit)."""
 _MAX_POSITION_INT = 2**63 - 1
 _INVALID = "is not a valid page token"
+INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"  # noqa: S105 - an ErrorInfo reason, not a secret
 
 T = TypeVar("T")
 
@@ -128,14 +129,16 @@ def decode(token: str, filters: str) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("p"), dict):
         raise invalid_token()
     if data.get("f") != filters:
-        raise errors.InvalidArgument.field("page_token", "belongs to a request with other filters")
+        raise errors.InvalidArgument.field(
+            "page_token", "belongs to a request with other filters", reason=INVALID_PAGE_TOKEN
+        )
     position: dict[str, Any] = data["p"]
     return position
 
 
 def invalid_token() -> errors.InvalidArgument:
     """The error for a page token that is not one of ours."""
-    return errors.InvalidArgument.field("page_token", _INVALID)
+    return errors.InvalidArgument.field("page_token", _INVALID, reason=INVALID_PAGE_TOKEN)
 
 
 def text_at(position: dict[str, Any], key: str) -> str:
