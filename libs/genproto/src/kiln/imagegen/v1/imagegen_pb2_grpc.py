@@ -28,11 +28,10 @@ if _version_not_supported:
 class ImageGenServiceStub:
     """ImageGenService renders single images on a worker, without a task. It is for internal
     callers that want one picture now; batch work goes through the tasks service.
-    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
-    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD
+    (INVALID_ARGUMENT; BadRequest names each field), TOKEN_MISSING,
     MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
-    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
-    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     def __init__(self, channel):
@@ -56,11 +55,10 @@ class ImageGenServiceStub:
 class ImageGenServiceServicer:
     """ImageGenService renders single images on a worker, without a task. It is for internal
     callers that want one picture now; batch work goes through the tasks service.
-    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
-    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD
+    (INVALID_ARGUMENT; BadRequest names each field), TOKEN_MISSING,
     MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
-    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
-    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     def Generate(self, request, context):
@@ -104,11 +102,10 @@ def add_ImageGenServiceServicer_to_server(servicer, server):
 class ImageGenService:
     """ImageGenService renders single images on a worker, without a task. It is for internal
     callers that want one picture now; batch work goes through the tasks service.
-    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
-    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD
+    (INVALID_ARGUMENT; BadRequest names each field), TOKEN_MISSING,
     MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
-    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
-    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     @staticmethod
