@@ -230,7 +230,12 @@ async def build(config: ImagegenConfig) -> ImagegenApp:
     except BaseException:
         await _close_connections(watching, auth_channel, nc)
         raise
-    host = build_host(config, rendering, nc, verifier, accounts)
+    try:
+        host = build_host(config, rendering, nc, verifier, accounts)  # TLS files are read here
+    except BaseException:
+        await rendering.stop(0)  # hand back whatever was fetched already
+        await _close_connections(watching, auth_channel, nc)
+        raise
     return ImagegenApp(config, nc, rendering, host, accounts, watching, auth_channel)
 
 
