@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from auth import accounts, credentials, sessions
+from auth import account_usecases, apikey_usecases, session_usecases
 from auth.core import Core
 from auth.keys import KeyRing
 from auth.models import ApiKey, TokenPair, User
@@ -89,7 +89,7 @@ def client_address(peer: str) -> str | None:
     return None
 
 
-def user_changes(request: auth_pb2.UpdateUserRequest) -> accounts.UserChanges:
+def user_changes(request: auth_pb2.UpdateUserRequest) -> account_usecases.UserChanges:
     """The changes an UpdateUser request asks for, by its field mask."""
     paths = list(request.update_mask.paths)
     if not paths:
@@ -105,7 +105,7 @@ def user_changes(request: auth_pb2.UpdateUserRequest) -> accounts.UserChanges:
             f"cannot change {', '.join(unknown)}; only {', '.join(_MASKABLE)}",
         )
     user = request.user
-    return accounts.UserChanges(
+    return account_usecases.UserChanges(
         display_name=user.display_name if "display_name" in paths else None,
         role=_role("user.role", user.role, optional=False) if "role" in paths else None,
         active=user.active if "active" in paths else None,
@@ -124,7 +124,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: Context
     ) -> auth_pb2.RegisterResponse:
-        user = await accounts.register(
+        user = await account_usecases.register(
             self._core,
             request.email,
             request.password,
@@ -139,11 +139,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         address = client_address(context.peer())
         kind = request.WhichOneof("credential")
         if kind == "password":
-            pair, user = await sessions.login_with_password(
+            pair, user = await session_usecases.login_with_password(
                 self._core, request.password.email, request.password.password, address
             )
         elif kind == "api_key":
-            pair, user = await sessions.login_with_api_key(
+            pair, user = await session_usecases.login_with_api_key(
                 self._core, request.api_key.api_key, address
             )
         else:
@@ -153,13 +153,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def RefreshToken(
         self, request: auth_pb2.RefreshTokenRequest, context: Context
     ) -> auth_pb2.RefreshTokenResponse:
-        pair = await sessions.rotate(self._core, request.refresh_token)
+        pair = await session_usecases.rotate(self._core, request.refresh_token)
         return auth_pb2.RefreshTokenResponse(tokens=_tokens(pair))
 
     async def Logout(
         self, request: auth_pb2.LogoutRequest, context: Context
     ) -> auth_pb2.LogoutResponse:
-        await sessions.logout(
+        await session_usecases.logout(
             self._core, principal.current(), request.refresh_token, request.all_sessions
         )
         return auth_pb2.LogoutResponse()
@@ -167,13 +167,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def GetCurrentUser(
         self, request: auth_pb2.GetCurrentUserRequest, context: Context
     ) -> auth_pb2.GetCurrentUserResponse:
-        user = await accounts.current_user(self._core, principal.current())
+        user = await account_usecases.current_user(self._core, principal.current())
         return auth_pb2.GetCurrentUserResponse(user=_user(user))
 
     async def ChangePassword(
         self, request: auth_pb2.ChangePasswordRequest, context: Context
     ) -> auth_pb2.ChangePasswordResponse:
-        await sessions.change_password(
+        await session_usecases.change_password(
             self._core, principal.current(), request.old_password, request.new_password
         )
         return auth_pb2.ChangePasswordResponse()
@@ -186,7 +186,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             if request.HasField("expire_time")
             else None
         )
-        api_key, secret = await credentials.create(
+        api_key, secret = await apikey_usecases.create(
             self._core,
             request.name,
             _role("role", request.role, optional=True),
@@ -198,7 +198,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ListApiKeys(
         self, request: auth_pb2.ListApiKeysRequest, context: Context
     ) -> auth_pb2.ListApiKeysResponse:
-        page = await credentials.list_keys(
+        page = await apikey_usecases.list_keys(
             self._core, request.page_size, request.page_token, request.include_revoked
         )
         return auth_pb2.ListApiKeysResponse(
@@ -208,13 +208,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def RevokeApiKey(
         self, request: auth_pb2.RevokeApiKeyRequest, context: Context
     ) -> auth_pb2.RevokeApiKeyResponse:
-        api_key = await credentials.revoke(self._core, request.id)
+        api_key = await apikey_usecases.revoke(self._core, request.id)
         return auth_pb2.RevokeApiKeyResponse(api_key=_api_key(api_key))
 
     async def ListUsers(
         self, request: auth_pb2.ListUsersRequest, context: Context
     ) -> auth_pb2.ListUsersResponse:
-        page = await accounts.list_users(
+        page = await account_usecases.list_users(
             self._core, request.page_size, request.page_token, request.search
         )
         return auth_pb2.ListUsersResponse(
@@ -224,21 +224,23 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def GetUser(
         self, request: auth_pb2.GetUserRequest, context: Context
     ) -> auth_pb2.GetUserResponse:
-        user = await accounts.get_user(self._core, request.id)
+        user = await account_usecases.get_user(self._core, request.id)
         return auth_pb2.GetUserResponse(user=_user(user))
 
     async def UpdateUser(
         self, request: auth_pb2.UpdateUserRequest, context: Context
     ) -> auth_pb2.UpdateUserResponse:
-        await accounts.require_admin(self._core)  # before any field check reveals anything
-        user = await accounts.update_user(self._core, request.user.id, user_changes(request))
+        await account_usecases.require_admin(self._core)  # before any field check reveals anything
+        user = await account_usecases.update_user(
+            self._core, request.user.id, user_changes(request)
+        )
         return auth_pb2.UpdateUserResponse(user=_user(user))
 
     async def CreateUser(
         self, request: auth_pb2.CreateUserRequest, context: Context
     ) -> auth_pb2.CreateUserResponse:
-        await accounts.require_admin(self._core)  # before any field check reveals anything
-        user = await accounts.create_user(
+        await account_usecases.require_admin(self._core)  # before any field check reveals anything
+        user = await account_usecases.create_user(
             self._core,
             request.email,
             request.password,

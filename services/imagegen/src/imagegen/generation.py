@@ -109,10 +109,12 @@ def to_kiln_error(error: providers.RenderError) -> errors.KilnError:
     if isinstance(error, providers.UnsupportedSize):
         return errors.InvalidArgument.field("ratio", error.message)
     if isinstance(error, providers.RateLimited):
-        return errors.ResourceExhausted(error.message, retry_after=error.retry_after)
+        return errors.ResourceExhausted(
+            error.message, reason="PROVIDER_RATE_LIMITED", retry_after=error.retry_after
+        )
     if error.retryable:
-        return errors.Unavailable(error.message)
-    return errors.FailedPrecondition(error.message)
+        return errors.Unavailable(error.message, reason="PROVIDER_UNAVAILABLE")
+    return errors.FailedPrecondition(error.message, reason="RENDER_FAILED")
 
 
 class QueuePaused(errors.FailedPrecondition):
@@ -137,6 +139,7 @@ class UserSlots:
             raise errors.ResourceExhausted(
                 f"you already have {running} Generate calls running on this worker, the "
                 f"limit is {self.limit}; wait for one to finish",
+                reason="TOO_MANY_GENERATE_CALLS",
                 retry_after=1.0,
             )
         self.active[user_id] = running + 1
@@ -220,7 +223,9 @@ class Generator:
         except providers.RenderError as error:
             raise to_kiln_error(error) from None
         except TimeoutError:
-            raise errors.Unavailable("the image took too long to render; try again") from None
+            raise errors.Unavailable(
+                "the image took too long to render; try again", reason="RENDER_TIMEOUT"
+            ) from None
         return imagegen_pb2.GeneratedImage(
             data=encoded.image.data,
             content_type=encoded.image.content_type,
