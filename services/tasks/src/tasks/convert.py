@@ -198,6 +198,7 @@ def subtask_proto(subtask: model.Subtask) -> tasks_pb2.Subtask:
         attempt=subtask.attempt,
         retried_from=subtask.retried_from or "",
         worker_id=subtask.worker_id,
+        held=subtask.held,
     )
     if subtask.error_type:
         message.error.type = subtask.error_type

@@ -136,6 +136,7 @@ class Subtask:
     queue_time: dt.datetime | None
     start_time: dt.datetime | None
     finish_time: dt.datetime | None
+    held: bool = False
 
     @classmethod
     def from_row(cls, row: Any) -> Subtask:

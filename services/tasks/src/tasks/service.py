@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kiln.common import bus, errors, paging, principal
-from tasks import estimates, expansion, model, spec, store, validation, watch, webhooks
+from tasks import estimates, expansion, filters, model, spec, store, validation, watch, webhooks
 from tasks.watch import Round
 
 log = structlog.get_logger("tasks.service")
@@ -259,27 +259,27 @@ class Tasks:
         page_size: int,
         page_token: str,
         states: list[str],
-        variables: dict[str, str],
+        variables: filters.Slice,
     ) -> tuple[list[model.Subtask], str]:
         """A page of a visible task's current subtasks in index order."""
         caller = principal.current()
         task_id = _check_uuid(task_id, "task")
         size = paging.page_size(page_size, _SUBTASKS_DEFAULT_PAGE)
-        filters = paging.fingerprint(task_id, sorted(states), sorted(variables.items()))
-        position = paging.decode(page_token, filters)
+        fingerprint = paging.fingerprint(task_id, sorted(states), sorted(variables.values.items()))
+        position = paging.decode(page_token, fingerprint)
         after = -1 if position is None else paging.int_at(position, "i")
         async with self.rt.engine.connect() as conn:
-            _visible(await store.get_task(conn, task_id), task_id, caller)
+            variables.check(_visible(await store.get_task(conn, task_id), task_id, caller))
             found = await store.list_subtasks(
                 conn,
                 task_id,
                 states=states,
-                variables=variables,
+                variables=variables.values,
                 after_index=after,
                 limit=size + 1,
             )
         page = _fitting(found[:size])
-        token = paging.encode({"i": page[-1].idx}, filters) if len(found) > len(page) else ""
+        token = paging.encode({"i": page[-1].idx}, fingerprint) if len(found) > len(page) else ""
         return page, token
 
     async def cancel(self, task_id: str) -> model.Task:
@@ -358,8 +358,8 @@ class Tasks:
 
     async def set_paused(self, task_id: str, paused: bool) -> model.Task:
         """Pauses (holds the undispatched subtasks; queued and running ones finish) or
-        resumes an unfinished task. Pausing a paused task, or resuming a running one,
-        changes nothing."""
+        resumes an unfinished task; resuming also releases every paused slice. Pausing a
+        paused task, or resuming one with nothing paused, changes nothing."""
         caller = principal.current()
         task_id = _check_uuid(task_id, "task")
         async with self.rt.engine.begin() as conn:
@@ -370,9 +370,13 @@ class Tasks:
                     f"the task already finished ({task.state}); there is nothing to {verb}"
                 )
             changed = task.paused != paused
+            released = [] if paused else await store.set_held(conn, task_id, None, False)
             if changed:
                 await store.set_paused(conn, task_id, paused)
+            if changed or released:
                 task = await store.bump_task(conn, task_id)
+                await store.stamp_subtasks(conn, released, task.version)
+                changed = True
         if changed:
             if not paused:
                 self.rt.wake_dispatcher()

@@ -103,7 +103,8 @@ async def enqueue_pending(conn: AsyncConnection, task_id: str, priority: int) ->
     result = await conn.execute(
         text(
             "INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, "
-            "attempt, generation) SELECT id, task_id, owner_id, queue, :p, attempt, generation "
+            "attempt, generation, held) "
+            "SELECT id, task_id, owner_id, queue, :p, attempt, generation, held "
             "FROM tasks.subtasks WHERE task_id = CAST(:t AS uuid) AND state = 'pending' "
             "AND NOT superseded ORDER BY idx"
         ),
@@ -327,22 +328,38 @@ async def refresh_state(
     return [(model.Task.from_row(r), bool(r["finished_now"])) for r in rows]
 
 
-async def cancel_waiting(conn: AsyncConnection, task_id: str) -> list[str]:
-    """Drops the task's unsent outbox rows and cancels its pending and queued subtasks;
-    returns the cancelled subtask ids."""
-    await conn.execute(
-        text("DELETE FROM tasks.outbox WHERE task_id = CAST(:t AS uuid) AND sent_time IS NULL"),
-        {"t": task_id},
+def slice_condition(variables: dict[str, str] | None, params: dict[str, Any]) -> str:
+    """A WHERE fragment keeping the subtasks whose values include `variables` (all of them,
+    the GIN index on variable_values serves it); "" for no filter. Adds its parameter."""
+    if not variables:
+        return ""
+    params["slice"] = json.dumps(variables, ensure_ascii=False)
+    return " AND variable_values @> CAST(:slice AS jsonb)"
+
+
+async def cancel_waiting(
+    conn: AsyncConnection, task_id: str, variables: dict[str, str] | None = None
+) -> list[str]:
+    """Drops the task's unsent outbox rows and cancels its pending and queued subtasks (of
+    the slice `variables` only, when given); returns the cancelled subtask ids. Outbox rows
+    are locked before subtasks, as the dispatcher locks them."""
+    params: dict[str, Any] = {"t": task_id}
+    where = slice_condition(variables, params)
+    sql = "DELETE FROM tasks.outbox WHERE task_id = CAST(:t AS uuid) AND sent_time IS NULL"
+    if where:
+        sql += (
+            " AND subtask_id IN (SELECT id FROM tasks.subtasks "  # noqa: S608 - fixed fragments
+            f"WHERE task_id = CAST(:t AS uuid) AND NOT superseded{where})"
+        )
+    await conn.execute(text(sql), params)
+    params["m"] = "the slice was cancelled" if variables else "the task was cancelled"
+    sql = (
+        "UPDATE tasks.subtasks SET state = 'cancelled', finish_time = now(), "  # noqa: S608 - fixed fragments
+        "error_type = 'CANCELLED', error_message = :m "
+        "WHERE task_id = CAST(:t AS uuid) AND state IN ('pending', 'queued') "
+        f"AND NOT superseded{where} RETURNING id"
     )
-    rows = await conn.execute(
-        text(
-            "UPDATE tasks.subtasks SET state = 'cancelled', finish_time = now(), "
-            "error_type = 'CANCELLED', error_message = 'the task was cancelled' "
-            "WHERE task_id = CAST(:t AS uuid) AND state IN ('pending', 'queued') "
-            "AND NOT superseded RETURNING id"
-        ),
-        {"t": task_id},
-    )
+    rows = await conn.execute(text(sql), params)
     return [str(r[0]) for r in rows]
 
 
@@ -354,29 +371,30 @@ async def mark_cancelled(conn: AsyncConnection, task_id: str) -> None:
     )
 
 
-async def retry_subtasks(conn: AsyncConnection, task_id: str) -> tuple[int, int, list[str]]:
-    """Supersedes the failed and cancelled subtasks with new pending rows (retried_from =
-    old id, next attempt number); returns (failed, cancelled, new ids)."""
-    old = (
-        await conn.execute(
-            text(
-                "UPDATE tasks.subtasks SET superseded = true WHERE task_id = CAST(:t AS uuid) "
-                "AND state IN ('failed', 'cancelled') AND NOT superseded RETURNING id, state"
-            ),
-            {"t": task_id},
-        )
-    ).all()
+async def retry_subtasks(
+    conn: AsyncConnection, task_id: str, variables: dict[str, str] | None = None
+) -> tuple[int, int, list[str]]:
+    """Supersedes the failed and cancelled subtasks (of the slice `variables` only, when
+    given) with new pending rows (retried_from = old id, next attempt number, held as the
+    old one was); returns (failed, cancelled, new ids)."""
+    params: dict[str, Any] = {"t": task_id}
+    where = slice_condition(variables, params)
+    sql = (
+        "UPDATE tasks.subtasks SET superseded = true WHERE task_id = CAST(:t AS uuid) "  # noqa: S608 - fixed fragments
+        f"AND state IN ('failed', 'cancelled') AND NOT superseded{where} RETURNING id, state"
+    )
+    old = (await conn.execute(text(sql), params)).all()
     if not old:
         return 0, 0, []
     new = await conn.execute(
         text(
             "INSERT INTO tasks.subtasks (id, task_id, idx, owner_id, variable_values, prompt, "
             "negative_prompt, ratio, width, height, seed, use_polish, queue, output_format, "
-            "state, attempt, retried_from) "
+            "state, attempt, retried_from, held) "
             "SELECT gen_random_uuid(), task_id, idx, owner_id, variable_values, prompt, "
             "negative_prompt, ratio, width, height, seed, use_polish, queue, output_format, "
-            "'pending', attempt + 1, id FROM tasks.subtasks WHERE id = ANY(CAST(:ids AS uuid[])) "
-            "RETURNING id"
+            "'pending', attempt + 1, id, held FROM tasks.subtasks "
+            "WHERE id = ANY(CAST(:ids AS uuid[])) RETURNING id"
         ),
         {"ids": [str(r[0]) for r in old]},
     )
@@ -486,3 +504,76 @@ async def enqueue_webhook(
         ),
         {"id": delivery_id, "t": task_id, "e": event, "p": payload},
     )
+
+
+async def set_held(
+    conn: AsyncConnection, task_id: str, variables: dict[str, str] | None, held: bool
+) -> list[str]:
+    """Holds (or releases) the task's current subtasks of the slice `variables` (every one
+    when None) and their unsent outbox rows; returns the ids of the subtasks that changed.
+    Outbox rows are locked before subtasks, as the dispatcher locks them."""
+    params: dict[str, Any] = {"t": task_id, "h": held}
+    where = slice_condition(variables, params)
+    sql = (
+        "UPDATE tasks.outbox SET held = :h WHERE task_id = CAST(:t AS uuid) "  # noqa: S608 - fixed fragments
+        "AND sent_time IS NULL AND held <> :h AND subtask_id IN (SELECT id FROM tasks.subtasks "
+        f"WHERE task_id = CAST(:t AS uuid) AND NOT superseded{where})"
+    )
+    await conn.execute(text(sql), params)
+    sql = (
+        "UPDATE tasks.subtasks SET held = :h WHERE task_id = CAST(:t AS uuid) "  # noqa: S608 - fixed fragments
+        f"AND NOT superseded AND held <> :h{where} RETURNING id"
+    )
+    rows = await conn.execute(text(sql), params)
+    return [str(r[0]) for r in rows]
+
+
+_GRID = """
+WITH current_subtasks AS (
+    SELECT variable_values AS v, state, held, count(*) AS n FROM tasks.subtasks
+    WHERE task_id = CAST(:t AS uuid) AND NOT superseded
+    GROUP BY variable_values, state, held
+)
+SELECT 'total' AS kind, '' AS a, '' AS b, state, held, sum(n) AS n
+FROM current_subtasks GROUP BY state, held
+UNION ALL
+SELECT 'value', kv.key, kv.value, state, held, sum(n)
+FROM current_subtasks, jsonb_each_text(current_subtasks.v) AS kv
+GROUP BY kv.key, kv.value, state, held
+UNION ALL
+SELECT 'cell', v ->> :r, v ->> :c, state, held, sum(n)
+FROM current_subtasks WHERE CAST(:pair AS boolean)
+GROUP BY v ->> :r, v ->> :c, state, held
+"""
+"""A task's current subtasks counted by state and held: in total, per (variable, value)
+and, with :pair, per (row value, column value). Grouping by the whole value set first
+makes the expansion into variables run once per combination, not once per subtask."""
+
+
+async def grid_counts(
+    conn: AsyncConnection, task_id: str, pair: tuple[str, str] | None
+) -> list[tuple[str, str, str, str, bool, int]]:
+    """Rows (kind, a, b, state, held, count) of _GRID; kind is total, value (a = variable,
+    b = value) or cell (a = row value, b = column value)."""
+    row, column = pair or ("", "")
+    params = {"t": task_id, "r": row, "c": column, "pair": pair is not None}
+    result = await conn.execute(text(_GRID), params)
+    return [(str(k), str(a), str(b), str(st), bool(h), int(n)) for k, a, b, st, h, n in result]
+
+
+async def enqueue_subtasks(conn: AsyncConnection, subtask_ids: Sequence[str], priority: int) -> int:
+    """Adds an outbox row for each of these pending subtasks (a slice's retries, while the
+    task's other pending subtasks already have theirs); returns how many."""
+    if not subtask_ids:
+        return 0
+    result = await conn.execute(
+        text(
+            "INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, "
+            "attempt, generation, held) "
+            "SELECT id, task_id, owner_id, queue, :p, attempt, generation, held "
+            "FROM tasks.subtasks WHERE id = ANY(CAST(:ids AS uuid[])) AND state = 'pending' "
+            "ORDER BY idx"
+        ),
+        {"ids": list(subtask_ids), "p": priority},
+    )
+    return int(result.rowcount or 0)
