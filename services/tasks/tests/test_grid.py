@@ -4,7 +4,6 @@ clear errors for bad variables."""
 
 from __future__ import annotations
 
-import collections
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,9 +14,6 @@ from kiln.common.testing.tokens import TestSigner
 from kiln.tasks.v1 import tasks_pb2
 from tasks import app
 from tasks import testing as h
-
-STATES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
-Tally = dict[tuple[str, str, str], int]
 
 
 @pytest.fixture
@@ -66,46 +62,6 @@ async def all_subtasks(client: h.Client_, task_id: str) -> list[tasks_pb2.Subtas
             return found
 
 
-def state_name(state: int) -> str:
-    return tasks_pb2.SubtaskState.Name(state).removeprefix("SUBTASK_STATE_").lower()
-
-
-def tally_subtasks(subtasks: list[tasks_pb2.Subtask], pair: tuple[str, str]) -> Tally:
-    """(variable, value, state) -> count, ("cell", "row|col", state) for the pair, and
-    ("total", "", state), with "held" counting the held pending ones."""
-    tally: collections.Counter[tuple[str, str, str]] = collections.Counter()
-    for s in subtasks:
-        states = [state_name(s.state)]
-        if s.held and s.state == tasks_pb2.SUBTASK_STATE_PENDING:
-            states.append("held")
-        for state in states:
-            tally["total", "", state] += 1
-            for name, value in s.variable_values.items():
-                tally[name, value, state] += 1
-            cell = f"{s.variable_values[pair[0]]}|{s.variable_values[pair[1]]}"
-            tally["cell", cell, state] += 1
-    return dict(tally)
-
-
-def tally_grid(grid: tasks_pb2.TaskGrid) -> Tally:
-    """The same tally read from a grid (zero counts left out)."""
-    tally: Tally = {}
-
-    def add(key: tuple[str, str], counts: tasks_pb2.SubtaskCounts) -> None:
-        assert counts.total == sum(getattr(counts, s) for s in STATES)
-        for state in (*STATES, "held"):
-            if getattr(counts, state):
-                tally[(*key, state)] = getattr(counts, state)
-
-    add(("total", ""), grid.total)
-    for variable in grid.variables:
-        for value in variable.values:
-            add((variable.name, value.value), value.counts)
-    for cell in grid.table.cells:
-        add(("cell", f"{cell.row_value}|{cell.column_value}"), cell.counts)
-    return tally
-
-
 async def consistent_view(
     client: h.Client_, task_id: str
 ) -> tuple[tasks_pb2.TaskGrid, list[tasks_pb2.Subtask], tasks_pb2.Task]:
@@ -129,7 +85,7 @@ async def consistent_view(
 async def check_step(client: h.Client_, task_id: str) -> tasks_pb2.Task:
     """The grid equals the subtasks' states, and its total the task's counters."""
     grid, subtasks, task = await consistent_view(client, task_id)
-    assert tally_grid(grid) == tally_subtasks(subtasks, ("style", "light"))
+    assert h.tally_grid(grid) == h.tally_subtasks(subtasks, ("style", "light"))
     total = grid.total
     assert total.total == task.total_images == len(subtasks)
     assert (total.succeeded, total.failed, total.cancelled, total.running) == (

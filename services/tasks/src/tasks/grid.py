@@ -1,10 +1,11 @@
 """Progress by variable: a task's current subtasks counted by state for each value of each
 variable, and for a chosen pair of variables the two-way table.
 
-One read is one REPEATABLE READ transaction (the task row and one grouped statement,
-`store.grid_counts`), so the counts are of one snapshot and carry its task version; they
-equal the task's counters. Watchers share the latest grid of a task (`latest`), so a watch
-with the grid costs one read per task version, not one per watcher.
+One read is one REPEATABLE READ transaction (the task row and one statement with a grouping
+set per variable, `store.grid_counts`: one scan of the task's subtasks), so the counts are
+of one snapshot and carry its task version; they equal the task's counters. Watchers share
+the latest grid of a task (`latest`), so a watch with the grid costs one read per task
+version, not one per watcher.
 """
 
 from __future__ import annotations
@@ -104,14 +105,16 @@ async def read(engine: AsyncEngine, task_id: str, pair: tuple[str, str] | None) 
             task = await store.get_task(conn, task_id)
             if task is None:
                 return None
-            rows = await store.grid_counts(conn, task_id, pair)
+            names = sorted(task.variables)
+            indexes = None if pair is None else (names.index(pair[0]), names.index(pair[1]))
+            rows = await store.grid_counts(conn, task_id, names, indexes)
     return assemble(task, pair, rows)
 
 
 def assemble(
     task: model.Task,
     pair: tuple[str, str] | None,
-    rows: list[tuple[str, str, str, str, bool, int]],
+    rows: list[tuple[dict[str, str], str, bool, int]],
 ) -> Grid:
     """The Grid of `task` from `store.grid_counts` rows."""
     total = Counts()
@@ -125,13 +128,16 @@ def assemble(
         column_values = _unique(task.variables[pair[1]])
         cells = {(r, c): Counts() for r in row_values for c in column_values}
         table = Table(pair[0], pair[1], row_values, column_values, cells)
-    for kind, a, b, state, held, count in rows:
-        if kind == "total":
-            target: Counts | None = total
-        elif kind == "value":
-            target = variables.get(a, {}).get(b)
-        else:
-            target = table.cells.get((a, b)) if table is not None else None
+    for values, state, held, count in rows:
+        target: Counts | None = None
+        if not values:
+            target = total
+        elif len(values) == 1:
+            [(name, value)] = values.items()
+            target = variables.get(name, {}).get(value)
+        elif table is not None:
+            key = (values.get(table.row_variable, ""), values.get(table.column_variable, ""))
+            target = table.cells.get(key)
         if target is not None:
             target.add(state, held, count)
     return Grid(task.id, task.version, total, variables, table)

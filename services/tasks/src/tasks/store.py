@@ -528,37 +528,34 @@ async def set_held(
     return [str(r[0]) for r in rows]
 
 
-_GRID = """
-WITH current_subtasks AS (
-    SELECT variable_values AS v, state, held, count(*) AS n FROM tasks.subtasks
-    WHERE task_id = CAST(:t AS uuid) AND NOT superseded
-    GROUP BY variable_values, state, held
-)
-SELECT 'total' AS kind, '' AS a, '' AS b, state, held, sum(n) AS n
-FROM current_subtasks GROUP BY state, held
-UNION ALL
-SELECT 'value', kv.key, kv.value, state, held, sum(n)
-FROM current_subtasks, jsonb_each_text(current_subtasks.v) AS kv
-GROUP BY kv.key, kv.value, state, held
-UNION ALL
-SELECT 'cell', v ->> :r, v ->> :c, state, held, sum(n)
-FROM current_subtasks WHERE CAST(:pair AS boolean)
-GROUP BY v ->> :r, v ->> :c, state, held
-"""
-"""A task's current subtasks counted by state and held: in total, per (variable, value)
-and, with :pair, per (row value, column value). Grouping by the whole value set first
-makes the expansion into variables run once per combination, not once per subtask."""
-
-
 async def grid_counts(
-    conn: AsyncConnection, task_id: str, pair: tuple[str, str] | None
-) -> list[tuple[str, str, str, str, bool, int]]:
-    """Rows (kind, a, b, state, held, count) of _GRID; kind is total, value (a = variable,
-    b = value) or cell (a = row value, b = column value)."""
-    row, column = pair or ("", "")
-    params = {"t": task_id, "r": row, "c": column, "pair": pair is not None}
-    result = await conn.execute(text(_GRID), params)
-    return [(str(k), str(a), str(b), str(st), bool(h), int(n)) for k, a, b, st, h, n in result]
+    conn: AsyncConnection, task_id: str, names: Sequence[str], pair: tuple[int, int] | None
+) -> list[tuple[dict[str, str], str, bool, int]]:
+    """A task's current subtasks counted by state and held, in one scan: in total, per
+    value of each variable of `names` and, with `pair` (two indexes into `names`), per
+    pair of values. Rows are (values, state, held, count), `values` being {variable:
+    value} of the grouped variables: none for the total, one, or the pair's two."""
+    params: dict[str, Any] = {"t": task_id}
+    columns = []
+    for i, name in enumerate(names):
+        params[f"n{i}"] = name
+        columns.append(f"variable_values ->> CAST(:n{i} AS text) AS v{i}")
+    sets = ["(state, held)", *(f"(v{i}, state, held)" for i in range(len(names)))]
+    if pair is not None:
+        sets.append(f"(v{pair[0]}, v{pair[1]}, state, held)")
+    flags = "".join(f", GROUPING(v{i}) AS g{i}" for i in range(len(names)))
+    values = "".join(f", v{i}" for i in range(len(names)))
+    inner = ", ".join([*columns, "state", "held"])
+    sql = (
+        f"SELECT state, held, count(*) AS n{values}{flags} FROM (SELECT {inner} "  # noqa: S608 - fixed fragments
+        "FROM tasks.subtasks WHERE task_id = CAST(:t AS uuid) AND NOT superseded) AS s "
+        f"GROUP BY GROUPING SETS ({', '.join(sets)})"
+    )
+    found = []
+    for row in (await conn.execute(text(sql), params)).mappings():
+        grouped = {name: str(row[f"v{i}"]) for i, name in enumerate(names) if not row[f"g{i}"]}
+        found.append((grouped, str(row["state"]), bool(row["held"]), int(row["n"])))
+    return found
 
 
 async def enqueue_subtasks(conn: AsyncConnection, subtask_ids: Sequence[str], priority: int) -> int:
