@@ -287,3 +287,34 @@ async def test_bad_filters_are_invalid_argument_and_change_nothing(server: h.Run
     assert {i: (v[0], v[2], v[3]) for i, v in after.items()} == {
         i: (v[0], v[2], v[3]) for i, v in before.items()
     }
+
+
+async def test_cancelling_every_slice_ends_the_task_and_others_see_nothing(
+    server: h.Running,
+) -> None:
+    """Cancelling one slice leaves the task running; cancelling the rest too ends it,
+    cancelled since nothing succeeded, with a task-finished state derived from its counts.
+    Another owner's slice controls and grid are NOT_FOUND (their filters are not even
+    checked against the task, which would tell its variables)."""
+    alice, bob = server.client("alice"), server.client("bob")
+    task = (await alice.tasks.CreateTask(grid_request(images_per_combination=1))).task
+    for call in (
+        bob.tasks.CancelTask(
+            S.CancelTaskRequest(task_id=task.id, variable_filters=where(style="nope"))
+        ),
+        bob.tasks.PauseTask(S.PauseTaskRequest(task_id=task.id, variable_filters=where(a="b"))),
+        bob.tasks.GetTaskGrid(S.GetTaskGridRequest(task_id=task.id, row_variable="x")),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    first = await alice.tasks.CancelTask(
+        S.CancelTaskRequest(task_id=task.id, variable_filters=where(light="day"))
+    )
+    assert first.task.state == S.TASK_STATE_PENDING and first.task.cancelled_count == 3
+    last = await alice.tasks.CancelTask(
+        S.CancelTaskRequest(task_id=task.id, variable_filters=where(light="night"))
+    )
+    assert last.task.state == S.TASK_STATE_CANCELLED
+    assert last.task.all_subtasks_completed and last.task.cancelled_count == 6
+    await check_step(alice, task.id)
