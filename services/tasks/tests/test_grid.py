@@ -200,13 +200,17 @@ async def test_grid_bad_variables_are_invalid_argument(
 
 
 async def test_grid_of_another_owner_is_not_found(server: h.Running) -> None:
-    """Another owner's task (and a malformed id) is NOT_FOUND, like a missing one."""
+    """Another owner's task is NOT_FOUND, like a missing one; a malformed id is
+    INVALID_ARGUMENT naming task_id."""
     alice, bob = server.client("alice"), server.client("bob")
     task = (await alice.tasks.CreateTask(grid_request())).task
-    for task_id in (task.id, "not-a-uuid"):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await bob.tasks.GetTaskGrid(tasks_pb2.GetTaskGridRequest(task_id=task_id))
-        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await bob.tasks.GetTaskGrid(tasks_pb2.GetTaskGridRequest(task_id=task.id))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await bob.tasks.GetTaskGrid(tasks_pb2.GetTaskGridRequest(task_id="not-a-uuid"))
+    found = h.status_details(caught.value)
+    assert found["code"] == grpc.StatusCode.INVALID_ARGUMENT and "task_id" in found["fields"]
 
 
 async def test_watch_with_grid_sends_it_with_newer_versions(

@@ -16,7 +16,7 @@ import dataclasses
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kiln.common import errors, principal
-from tasks import model, service, store
+from tasks import lifecycle, model, service, store
 
 _SHARED_GRIDS = 256
 """Grids of this many tasks are kept for watchers; the least recently read go first."""
@@ -38,9 +38,9 @@ class Counts:
     def add(self, state: str, held: bool, count: int) -> None:
         """Counts `count` subtasks in `state`."""
         self.total += count
-        if state in model.SUBTASK_STATES:
+        if state in lifecycle.STATES:
             setattr(self, state, getattr(self, state) + count)
-        if held and state == model.PENDING:
+        if held and state == lifecycle.PENDING:
             self.held += count
 
 
@@ -153,7 +153,7 @@ class Grids:
     async def get(self, task_id: str, row: str, column: str) -> Grid:
         """The grid of a task the caller may see, with the table of (row, column)."""
         caller = principal.current()
-        task_id = service._check_uuid(task_id, "task")
+        task_id = service._check_uuid(task_id, "task_id")
         async with self._engine.connect() as conn:
             task = service._visible(await store.get_task(conn, task_id), task_id, caller)
         pair = check_pair(task, row, column)

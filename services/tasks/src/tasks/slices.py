@@ -42,12 +42,13 @@ class Slices:
     async def cancel(self, task_id: str, where: filters.Slice) -> model.Task:
         """Cancels the slice's pending and queued subtasks; its running ones finish. The
         task ends (derived from its counts) only when every subtask has ended."""
-        task_id = service._check_uuid(task_id, "task")
+        task_id = service._check_uuid(task_id, "task_id")
         async with self._rt.engine.begin() as conn:
             task = await self._locked(conn, task_id, where)
             if task.is_terminal:
                 raise errors.FailedPrecondition(
-                    f"the task already finished ({task.state}); there is nothing to cancel"
+                    f"the task already finished ({task.state}); there is nothing to cancel",
+                    reason="TASK_FINISHED",
                 )
             cancelled = await store.cancel_waiting(conn, task_id, where.values)
             if cancelled:
@@ -66,7 +67,7 @@ class Slices:
         """Re-queues the slice's failed and cancelled subtasks as new attempts, also while
         the task runs; the task re-opens. A cancelled task must have ended first."""
         caller = principal.current()
-        task_id = service._check_uuid(task_id, "task")
+        task_id = service._check_uuid(task_id, "task_id")
         async with self._rt.engine.connect() as conn:
             task = service._visible(await store.get_task(conn, task_id), task_id, caller)
         where.check(task)
@@ -83,7 +84,8 @@ class Slices:
             failed, cancelled, new_ids = await store.retry_subtasks(conn, task_id, where.values)
             if not new_ids:
                 raise errors.FailedPrecondition(
-                    f"the slice {where.describe()} has no failed or cancelled subtasks to retry"
+                    f"the slice {where.describe()} has no failed or cancelled subtasks to retry",
+                    reason="NOTHING_TO_RETRY",
                 )
             await store.reopen_task(conn, task_id, failed, cancelled)
             task = await store.bump_task(conn, task_id)
@@ -96,13 +98,14 @@ class Slices:
     async def set_paused(self, task_id: str, where: filters.Slice, paused: bool) -> model.Task:
         """Holds (or releases) the slice's subtasks: held ones are not dispatched while
         pending. The task's own `paused` is left as it is."""
-        task_id = service._check_uuid(task_id, "task")
+        task_id = service._check_uuid(task_id, "task_id")
         async with self._rt.engine.begin() as conn:
             task = await self._locked(conn, task_id, where)
             if task.is_terminal:
                 verb = "pause" if paused else "resume"
                 raise errors.FailedPrecondition(
-                    f"the task already finished ({task.state}); there is nothing to {verb}"
+                    f"the task already finished ({task.state}); there is nothing to {verb}",
+                    reason="TASK_FINISHED",
                 )
             changed = await store.set_held(conn, task_id, where.values, paused)
             if changed:
@@ -118,5 +121,6 @@ class Slices:
 def _check_retryable(task: model.Task) -> None:
     if task.state == model.CANCELLED and not task.all_subtasks_completed:
         raise errors.FailedPrecondition(
-            "the task was cancelled and some of it still runs; retry after it ended"
+            "the task was cancelled and some of it still runs; retry after it ended",
+            reason="TASK_STILL_RUNNING",
         )

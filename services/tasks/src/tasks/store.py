@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tasks import model, ranking
+from kiln.common import job_errors
+from tasks import lifecycle, model, ranking
 
-LIVE = "('pending', 'queued', 'running')"
+LIVE = lifecycle.LIVE_SQL
 
 SUBTASK_COLUMNS = (
     "id",
@@ -102,10 +103,11 @@ async def enqueue_pending(conn: AsyncConnection, task_id: str, priority: int) ->
     """Adds an outbox row for every pending subtask of the task; returns how many."""
     result = await conn.execute(
         text(
-            "INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, "
+            "INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, "  # noqa: S608
             "attempt, generation, held) "
             "SELECT id, task_id, owner_id, queue, :p, attempt, generation, held "
-            "FROM tasks.subtasks WHERE task_id = CAST(:t AS uuid) AND state = 'pending' "
+            "FROM tasks.subtasks WHERE task_id = CAST(:t AS uuid) "
+            f"AND state IN {lifecycle.DISPATCH_FROM_SQL} "
             "AND NOT superseded ORDER BY idx"
         ),
         {"t": task_id, "p": priority},
@@ -354,9 +356,9 @@ async def cancel_waiting(
     await conn.execute(text(sql), params)
     params["m"] = "the slice was cancelled" if variables else "the task was cancelled"
     sql = (
-        "UPDATE tasks.subtasks SET state = 'cancelled', finish_time = now(), "  # noqa: S608 - fixed fragments
-        "error_type = 'CANCELLED', error_message = :m "
-        "WHERE task_id = CAST(:t AS uuid) AND state IN ('pending', 'queued') "
+        f"UPDATE tasks.subtasks SET state = {lifecycle.sql(lifecycle.CANCELLED)}, "  # noqa: S608 - fixed fragments
+        f"finish_time = now(), error_type = '{job_errors.CANCELLED}', error_message = :m "
+        f"WHERE task_id = CAST(:t AS uuid) AND state IN {lifecycle.CANCEL_SQL} "
         f"AND NOT superseded{where} RETURNING id"
     )
     rows = await conn.execute(text(sql), params)
@@ -381,24 +383,24 @@ async def retry_subtasks(
     where = slice_condition(variables, params)
     sql = (
         "UPDATE tasks.subtasks SET superseded = true WHERE task_id = CAST(:t AS uuid) "  # noqa: S608 - fixed fragments
-        f"AND state IN ('failed', 'cancelled') AND NOT superseded{where} RETURNING id, state"
+        f"AND state IN {lifecycle.RETRYABLE_SQL} AND NOT superseded{where} RETURNING id, state"
     )
     old = (await conn.execute(text(sql), params)).all()
     if not old:
         return 0, 0, []
     new = await conn.execute(
         text(
-            "INSERT INTO tasks.subtasks (id, task_id, idx, owner_id, variable_values, prompt, "
+            "INSERT INTO tasks.subtasks (id, task_id, idx, owner_id, variable_values, prompt, "  # noqa: S608
             "negative_prompt, ratio, width, height, seed, use_polish, queue, output_format, "
             "state, attempt, retried_from, held) "
             "SELECT gen_random_uuid(), task_id, idx, owner_id, variable_values, prompt, "
             "negative_prompt, ratio, width, height, seed, use_polish, queue, output_format, "
-            "'pending', attempt + 1, id, held FROM tasks.subtasks "
+            f"{lifecycle.sql(lifecycle.PENDING)}, attempt + 1, id, held FROM tasks.subtasks "
             "WHERE id = ANY(CAST(:ids AS uuid[])) RETURNING id"
         ),
         {"ids": [str(r[0]) for r in old]},
     )
-    failed = sum(1 for r in old if r[1] == model.FAILED)
+    failed = sum(1 for r in old if r[1] == lifecycle.FAILED)
     return failed, len(old) - failed, [str(r[0]) for r in new]
 
 
@@ -565,10 +567,11 @@ async def enqueue_subtasks(conn: AsyncConnection, subtask_ids: Sequence[str], pr
         return 0
     result = await conn.execute(
         text(
-            "INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, "
+            "INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, "  # noqa: S608 - fixed fragments
             "attempt, generation, held) "
             "SELECT id, task_id, owner_id, queue, :p, attempt, generation, held "
-            "FROM tasks.subtasks WHERE id = ANY(CAST(:ids AS uuid[])) AND state = 'pending' "
+            "FROM tasks.subtasks WHERE id = ANY(CAST(:ids AS uuid[])) "
+            f"AND state IN {lifecycle.DISPATCH_FROM_SQL} "
             "ORDER BY idx"
         ),
         {"ids": list(subtask_ids), "p": priority},

@@ -29,6 +29,11 @@ class TaskServiceStub:
     """TaskService creates batch image tasks, expands them into subtasks, and reports progress.
     Every RPC needs an access token; non-admins see only their own tasks, and another owner's
     task is reported as NOT_FOUND.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
+    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
+    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     def __init__(self, channel):
@@ -108,11 +113,17 @@ class TaskServiceServicer:
     """TaskService creates batch image tasks, expands them into subtasks, and reports progress.
     Every RPC needs an access token; non-admins see only their own tasks, and another owner's
     task is reported as NOT_FOUND.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
+    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
+    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     def CreateTask(self, request, context):
         """CreateTask validates a task, expands its variables into subtasks and queues them.
         With `request_id`, repeating the same request returns the same task.
+        Errors (ErrorInfo.reason): TOO_MANY_ACTIVE_TASKS (RESOURCE_EXHAUSTED, with RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +131,7 @@ class TaskServiceServicer:
 
     def GetTask(self, request, context):
         """GetTask returns one task with its counts, progress, queue position and ETA.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND (well-formed id, but no task the caller may see).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,6 +139,8 @@ class TaskServiceServicer:
 
     def ListTasks(self, request, context):
         """ListTasks lists tasks, newest first, with paging and filters.
+        Errors (ErrorInfo.reason): INVALID_PAGE_TOKEN (INVALID_ARGUMENT); ADMIN_ROLE_REQUIRED
+        (PERMISSION_DENIED, owner_id of another user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +148,7 @@ class TaskServiceServicer:
 
     def ListSubtasks(self, request, context):
         """ListSubtasks lists the subtasks of one task in index order.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; INVALID_PAGE_TOKEN (INVALID_ARGUMENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +158,8 @@ class TaskServiceServicer:
         """GetTaskGrid counts a task's subtasks by state for each value of each variable, and
         for a chosen pair of variables the two-way table; one consistent read, cheap enough
         to poll on a large task.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; INVALID_FIELD naming row_variable or
+        column_variable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +168,7 @@ class TaskServiceServicer:
     def CancelTask(self, request, context):
         """CancelTask drops pending work and asks running work to stop. With
         `variable_filters`, only that slice's waiting subtasks are cancelled (see the request).
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,6 +176,7 @@ class TaskServiceServicer:
 
     def DeleteTask(self, request, context):
         """DeleteTask soft-deletes a task, cancelling it first when it still runs.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,6 +185,8 @@ class TaskServiceServicer:
     def RetryTask(self, request, context):
         """RetryTask re-queues the failed and cancelled subtasks of a finished task as new attempts;
         with `variable_filters`, those of one slice, also while the task runs.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_STILL_RUNNING, NOTHING_TO_RETRY
+        (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,6 +195,8 @@ class TaskServiceServicer:
     def WatchTask(self, request, context):
         """WatchTask streams a snapshot of the task, then every change in order, and ends after
         the task reaches a terminal state. Resumable with the last version seen.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TOO_MANY_WATCHES (RESOURCE_EXHAUSTED, with
+        RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,6 +204,8 @@ class TaskServiceServicer:
 
     def GetImage(self, request, context):
         """GetImage streams one subtask's image: metadata first, then the bytes in chunks.
+        Errors (ErrorInfo.reason): SUBTASK_NOT_FOUND; NO_IMAGE (FAILED_PRECONDITION: the subtask has
+        not succeeded); IMAGE_EXPIRED (FAILED_PRECONDITION: removed by the image retention).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -190,6 +215,7 @@ class TaskServiceServicer:
         """PauseTask holds a task's subtasks that have not been dispatched yet; subtasks already
         queued or running finish. The task keeps its state and its place in the fair order.
         With `variable_filters`, only that slice's subtasks are held (see the request).
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,6 +224,7 @@ class TaskServiceServicer:
     def ResumeTask(self, request, context):
         """ResumeTask lets a paused task's waiting subtasks be dispatched again; without filters
         it also releases every paused slice, with `variable_filters` only that slice.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -206,6 +233,7 @@ class TaskServiceServicer:
     def UpdateTask(self, request, context):
         """UpdateTask changes the fields named in the update mask of an unfinished task; only
         `priority` can change. The new order applies from the next dispatch round.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -291,6 +319,11 @@ class TaskService:
     """TaskService creates batch image tasks, expands them into subtasks, and reports progress.
     Every RPC needs an access token; non-admins see only their own tasks, and another owner's
     task is reported as NOT_FOUND.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
+    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
+    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     @staticmethod
@@ -688,6 +721,8 @@ class SystemServiceServicer:
 
     def GetSystemStats(self, request, context):
         """GetSystemStats counts tasks and subtasks by state and recent throughput.
+        Errors (ErrorInfo.reason): ADMIN_ROLE_REQUIRED (PERMISSION_DENIED), as for every SystemService
+        RPC.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
