@@ -256,7 +256,9 @@ class Tasks:
         position = paging.decode(page_token, fingerprint)
         after = -1 if position is None else paging.int_at(position, "i")
         async with self.rt.engine.connect() as conn:
-            variables.check(_visible(await store.get_task(conn, task_id), task_id, caller))
+            # A read: a name or value the task does not have selects nothing (as it always
+            # did); the controls refuse it instead (`filters.Slice.check`).
+            _visible(await store.get_task(conn, task_id), task_id, caller)
             found = await store.list_subtasks(
                 conn,
                 task_id,
