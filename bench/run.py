@@ -22,13 +22,13 @@ from pathlib import Path
 # path so `bench.benchlib` resolves the same way for `python bench/run.py` and for mypy.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.benchlib import create, env, floor, pipeline, progress, unary
+from bench.benchlib import create, env, floor, grid, pipeline, progress, unary
 from bench.benchlib.results import Result, machine, table, write_json
 from kiln.common import logging
 from kiln.common.testing import PostgresServer
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
-CASES = (1, 2, 3, 4, 5, 6, 7)
+CASES = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 def _plan(
@@ -70,6 +70,7 @@ def _plan(
             runs,
             pipeline_rate[-1] if pipeline_rate else None,
         ),
+        8: lambda: grid.run(servers, runs, 50 if quick else 200),
     }
 
 

@@ -29,7 +29,8 @@ def recipes(start: str = START, end: str = END) -> str:
 @pytest.mark.timeout(120)
 def test_readme_grpcurl_recipes_run(stack: KilnStack, tmp_path: Path) -> None:
     """Every recipe succeeds: list, describe, health, Register, Login, GetCurrentUser,
-    CreateTask, WatchTask to the end, GetTask, ListTasks and ListSubtasks."""
+    CreateTask, WatchTask to the end, GetTask, ListTasks and ListSubtasks, and the slice
+    recipes: PauseTask, GetTaskGrid, CancelTask, RetryTask and ResumeTask of one slice."""
     script = recipes()
     script = re.sub(
         r"^export AUTH=\S+ TASKS=\S+",
@@ -55,6 +56,9 @@ def test_readme_grpcurl_recipes_run(stack: KilnStack, tmp_path: Path) -> None:
     assert '"email": "me@example.com"' in out
     assert "TASK_STATE_SUCCEEDED" in out  # WatchTask streamed to the end
     assert re.search(r"^TASK_ID=[0-9a-f-]{36}$", out, flags=re.MULTILINE)
+    # The slice recipes: the grid with its table, and a retried slice.
+    assert '"row_variable": "color"' in out and '"column_variable": "size"' in out
+    assert '"retried_count":' in out
 
 
 def test_recipes_block_is_present() -> None:

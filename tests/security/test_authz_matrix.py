@@ -68,6 +68,7 @@ MATRIX: dict[str, tuple[grpc.StatusCode, ...]] = {
     "TaskService.GetTask": OWNED,
     "TaskService.ListTasks": ANY_USER,  # each user sees their own; the admin all
     "TaskService.ListSubtasks": OWNED,
+    "TaskService.GetTaskGrid": OWNED,
     "TaskService.CancelTask": OWNED,
     "TaskService.DeleteTask": OWNED,
     "TaskService.RetryTask": OWNED,
@@ -91,6 +92,7 @@ RESOURCE_FIELD = {
     "AuthService.RevokeApiKey": "id",
     "TaskService.GetTask": "task_id",
     "TaskService.ListSubtasks": "task_id",
+    "TaskService.GetTaskGrid": "task_id",
     "TaskService.CancelTask": "task_id",
     "TaskService.DeleteTask": "task_id",
     "TaskService.RetryTask": "task_id",
@@ -182,6 +184,7 @@ REQUESTS: dict[str, Builder] = {
     "TaskService.ListSubtasks": lambda w, c: tasks_pb2.ListSubtasksRequest(
         task_id=_watched_task(w)
     ),
+    "TaskService.GetTaskGrid": lambda w, c: tasks_pb2.GetTaskGridRequest(task_id=_watched_task(w)),
     "TaskService.CancelTask": lambda w, c: tasks_pb2.CancelTaskRequest(
         task_id=w.create_task(w.owner).id
     ),

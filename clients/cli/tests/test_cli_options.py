@@ -269,3 +269,18 @@ def test_exit_status_follows_how_the_task_ended() -> None:
     with pytest.raises(CliError, match="ended before the task did"):
         task_commands._finish_watch(running, exit_status=True)
     task_commands._finish_watch(running, exit_status=False)
+
+
+def test_where_filters_parse_into_variable_filters() -> None:
+    """`--where NAME=VALUE` is repeatable on the slice commands and keeps any `=` in the
+    value; `task grid` takes --rows/--cols/--watch."""
+    parser = main.build_parser()
+    for command in ("cancel", "retry", "pause", "resume", "subtasks"):
+        args = parser.parse_args(["task", command, "t1", "--where", "a=b", "--where", "r=16:9=x"])
+        assert [(f.name, f.value) for f in args.where] == [("a", "b"), ("r", "16:9=x")]
+    grid = parser.parse_args(["task", "grid", "t1", "--rows", "a", "--cols", "b", "--watch"])
+    assert (grid.rows, grid.cols, grid.watch) == ("a", "b", True)
+    for bad in ("novalue", "=x"):
+        with pytest.raises(SystemExit) as caught:
+            parser.parse_args(["task", "cancel", "t1", "--where", bad])
+        assert caught.value.code == 2

@@ -259,3 +259,53 @@ def test_not_logged_in_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "kiln: error: not logged in: run `kiln login` (or set KILN_TOKEN / KILN_API_KEY)"
     )
+
+
+GRID_SPEC = """
+name: cli grid
+prompt: "a {color} fox, {style}"
+variables:
+  color: [red, blue]
+  style: [watercolor, ink]
+ratio: "1:1"
+"""
+
+
+@pytest.mark.timeout(240)
+def test_grid_and_slice_commands(stack: KilnStack, tmp_path: Path) -> None:
+    """`task grid` prints values by state (and a rows x columns table, and JSON, also with
+    --watch on a finished task); `--where` narrows `task subtasks`; a slice control on a
+    finished task and an unknown value are one-line errors naming the problem; a malformed
+    `--where` is a usage error."""
+    cli = Cli(stack, tmp_path / "config")
+    email = f"grid-{uuid.uuid4().hex[:8]}@example.com"
+    cli.run("register", "--email", email, "--password-stdin", stdin=USER_PASSWORD + "\n")
+    cli.run("login", "--email", email, "--password-stdin", stdin=USER_PASSWORD + "\n")
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(GRID_SPEC)
+    created = cli.run("task", "create", str(spec), "--watch", "--exit-status")
+    task_id = created.stdout.split()[2]
+
+    by_value = cli.run("task", "grid", task_id).stdout
+    assert by_value.splitlines()[0].split() == [
+        "COLOR", "TOTAL", "PENDING", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED",
+        "HELD",
+    ]  # fmt: skip
+    assert by_value.splitlines()[1].split() == ["red", "2", "0", "0", "0", "2", "0", "0", "0"]
+    table = cli.run("task", "grid", task_id, "--rows", "color", "--cols", "style").stdout
+    assert table.splitlines()[1].split() == ["red", "1/1", "1/1"]
+    as_json = cli.json("task", "grid", task_id, "--rows", "color", "--cols", "style")
+    assert len(as_json["table"]["cells"]) == 4
+    assert as_json["total"]["succeeded"] == 4
+    watched = cli.run("task", "grid", task_id, "--watch", "-o", "json").stdout.splitlines()
+    assert json.loads(watched[-1])["total"]["succeeded"] == 4
+
+    red = cli.json("task", "subtasks", task_id, "--where", "color=red")
+    assert {s["variable_values"]["color"] for s in red} == {"red"} and len(red) == 2
+    finished = cli.run("task", "cancel", task_id, "--where", "color=red", check=False)
+    assert finished.returncode == 1
+    assert finished.stderr.startswith("kiln: error: FAILED_PRECONDITION")
+    unknown = cli.run("task", "retry", task_id, "--where", "color=mauve", check=False)
+    assert unknown.returncode == 1 and "variable_filters[0].value" in unknown.stderr
+    malformed = cli.run("task", "pause", task_id, "--where", "color", check=False)
+    assert malformed.returncode == 2 and "VARIABLE=VALUE" in malformed.stderr

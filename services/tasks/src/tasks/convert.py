@@ -175,6 +175,7 @@ def subtask_proto(subtask: model.Subtask) -> tasks_pb2.Subtask:
         retried_from=subtask.retried_from or "",
         worker_id=subtask.worker_id,
         reused_from=subtask.reused_from or "",
+        held=subtask.held,
     )
     if subtask.error_type:
         message.error.type = subtask.error_type

@@ -48,8 +48,9 @@ RETURNING id, task_id
 """  # noqa: S608 - only lifecycle's fixed state and error names are interpolated
 
 _OUTBOX_FOR = """
-INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, attempt, generation)
-SELECT s.id, s.task_id, s.owner_id, s.queue, t.priority, s.attempt, s.generation
+INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, attempt, generation,
+    held)
+SELECT s.id, s.task_id, s.owner_id, s.queue, t.priority, s.attempt, s.generation, s.held
 FROM tasks.subtasks s JOIN tasks.tasks t ON t.id = s.task_id
 WHERE s.id = ANY(CAST(:ids AS uuid[]))
 """

@@ -138,6 +138,7 @@ class Subtask:
     start_time: dt.datetime | None
     finish_time: dt.datetime | None
     reused_from: str | None = None
+    held: bool = False
 
     @classmethod
     def from_row(cls, row: Any) -> Subtask:

@@ -7,7 +7,8 @@ needs to reach a worker (`lead` seconds of the queue's measured throughput), so 
 renderers are not starved between rounds. With no live worker a few jobs are dispatched,
 so a worker that starts begins at once.
 
-The order, of the waiting (unsent, not paused) rows of one queue:
+The order, of the waiting rows of one queue (unsent, of a task not paused, and not held in
+a paused slice):
   1. effective priority, highest first: the task's priority plus one level per `aging`
      seconds the task has waited since it last had a job dispatched (or was created);
   2. the owner's turn: jobs the owner has in flight plus the row's rank among the owner's
@@ -65,6 +66,7 @@ WITH flight AS (
     SELECT o.id, o.owner_id, o.task_id, o.priority + {_aging("t.dispatch_time")} AS eff
     FROM tasks.outbox o JOIN tasks.tasks t ON t.id = o.task_id
     WHERE o.queue = :q AND o.sent_time IS NULL AND o.generation = 0 AND NOT t.paused
+        AND NOT o.held
 ), task_turns AS (
     SELECT w.*, COALESCE(f.n, 0)
         + row_number() OVER (PARTITION BY w.task_id ORDER BY w.id) AS task_turn

@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kiln.common import bus, errors, ids, paging, principal
-from tasks import estimates, expansion, model, spec, store, validation, watch, webhooks
+from tasks import estimates, expansion, filters, model, spec, store, validation, watch, webhooks
 from tasks.watch import Round
 
 log = structlog.get_logger("tasks.service")
@@ -246,26 +246,28 @@ class Tasks:
         page_size: int,
         page_token: str,
         states: list[str],
-        variables: dict[str, str],
+        variables: filters.Slice,
     ) -> tuple[list[model.Subtask], str]:
         """A page of a visible task's current subtasks in index order."""
         caller = principal.current()
         task_id = _check_uuid(task_id, "task_id")
         size = paging.page_size(page_size, _SUBTASKS_DEFAULT_PAGE)
-        filters = paging.fingerprint(task_id, sorted(states), sorted(variables.items()))
-        position = paging.decode(page_token, filters)
+        fingerprint = paging.fingerprint(task_id, sorted(states), sorted(variables.values.items()))
+        position = paging.decode(page_token, fingerprint)
         after = -1 if position is None else paging.int_at(position, "i")
         async with self.rt.engine.connect() as conn:
+            # A read: a name or value the task does not have selects nothing (as it always
+            # did); the controls refuse it instead (`filters.Slice.check`).
             _visible(await store.get_task(conn, task_id), task_id, caller)
             found = await store.list_subtasks(
                 conn,
                 task_id,
                 states=states,
-                variables=variables,
+                variables=variables.values,
                 after_index=after,
                 limit=size + 1,
             )
-        return paging.cut(found, size, filters, lambda s: {"i": s.idx}, fit=_fitting)
+        return paging.cut(found, size, fingerprint, lambda s: {"i": s.idx}, fit=_fitting)
 
     async def cancel(self, task_id: str) -> model.Task:
         """Drops the task's waiting work, marks it cancelled and asks workers to stop."""
@@ -347,8 +349,8 @@ class Tasks:
 
     async def set_paused(self, task_id: str, paused: bool) -> model.Task:
         """Pauses (holds the undispatched subtasks; queued and running ones finish) or
-        resumes an unfinished task. Pausing a paused task, or resuming a running one,
-        changes nothing."""
+        resumes an unfinished task; resuming also releases every paused slice. Pausing a
+        paused task, or resuming one with nothing paused, changes nothing."""
         caller = principal.current()
         task_id = _check_uuid(task_id, "task_id")
         async with self.rt.engine.begin() as conn:
@@ -360,9 +362,13 @@ class Tasks:
                     reason="TASK_FINISHED",
                 )
             changed = task.paused != paused
+            released = [] if paused else await store.set_held(conn, task_id, None, False)
             if changed:
                 await store.set_paused(conn, task_id, paused)
+            if changed or released:
                 task = await store.bump_task(conn, task_id)
+                await store.stamp_subtasks(conn, released, task.version)
+                changed = True
         if changed:
             if not paused:
                 self.rt.wake_dispatcher()

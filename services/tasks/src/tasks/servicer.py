@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,7 +11,7 @@ from nats.js import JetStreamContext
 
 from kiln.common import errors, vocabulary
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from tasks import convert, images, service, system, validation
+from tasks import convert, filters, grid, images, service, slices, system
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no annotations
 
@@ -31,6 +32,8 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         self._tasks = tasks
         self._watches = watches
         self._js = js
+        self._grids = grid.Grids(tasks)
+        self._slices = slices.Slices(tasks)
 
     async def CreateTask(
         self, request: tasks_pb2.CreateTaskRequest, context: Context
@@ -66,27 +69,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def ListSubtasks(
         self, request: tasks_pb2.ListSubtasksRequest, context: Context
     ) -> tasks_pb2.ListSubtasksResponse:
-        variables: dict[str, str] = {}
-        violations: list[errors.FieldViolation] = []
-        for i, item in enumerate(request.variable_filters):
-            violations += [
-                errors.FieldViolation(f"variable_filters[{i}].{part}", validation.NUL_PROBLEM)
-                for part, text in (("name", item.name), ("value", item.value))
-                if "\x00" in text  # PostgreSQL text cannot hold it: not a value to look for
-            ]
-            if not item.name:
-                violations.append(
-                    errors.FieldViolation(f"variable_filters[{i}].name", "must not be empty")
-                )
-            elif item.name in variables and variables[item.name] != item.value:
-                violations.append(
-                    errors.FieldViolation(
-                        f"variable_filters[{i}]", f"{errors.echo(item.name)} is filtered twice"
-                    )
-                )
-            variables[item.name] = item.value
-        if violations:
-            raise errors.InvalidArgument(violations)
+        variables = filters.parse(request.variable_filters)
         page, token = await self._tasks.list_subtasks(
             request.task_id,
             page_size=request.page_size,
@@ -98,10 +81,22 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             subtasks=[convert.subtask_proto(s) for s in page], next_page_token=token
         )
 
+    async def GetTaskGrid(
+        self, request: tasks_pb2.GetTaskGridRequest, context: Context
+    ) -> tasks_pb2.GetTaskGridResponse:
+        found = await self._grids.get(
+            request.task_id, request.row_variable, request.column_variable
+        )
+        return tasks_pb2.GetTaskGridResponse(grid=_grid_proto(found))
+
     async def CancelTask(
         self, request: tasks_pb2.CancelTaskRequest, context: Context
     ) -> tasks_pb2.CancelTaskResponse:
-        task = await self._tasks.cancel(request.task_id)
+        where = filters.parse(request.variable_filters)
+        if where:
+            task = await self._slices.cancel(request.task_id, where)
+        else:
+            task = await self._tasks.cancel(request.task_id)
         return tasks_pb2.CancelTaskResponse(task=convert.task_proto(task))
 
     async def DeleteTask(
@@ -113,19 +108,31 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def RetryTask(
         self, request: tasks_pb2.RetryTaskRequest, context: Context
     ) -> tasks_pb2.RetryTaskResponse:
-        task, count = await self._tasks.retry(request.task_id)
+        where = filters.parse(request.variable_filters)
+        if where:
+            task, count = await self._slices.retry(request.task_id, where)
+        else:
+            task, count = await self._tasks.retry(request.task_id)
         return tasks_pb2.RetryTaskResponse(task=convert.task_proto(task), retried_count=count)
 
     async def PauseTask(
         self, request: tasks_pb2.PauseTaskRequest, context: Context
     ) -> tasks_pb2.PauseTaskResponse:
-        task = await self._tasks.set_paused(request.task_id, True)
+        where = filters.parse(request.variable_filters)
+        if where:
+            task = await self._slices.set_paused(request.task_id, where, True)
+        else:
+            task = await self._tasks.set_paused(request.task_id, True)
         return tasks_pb2.PauseTaskResponse(task=convert.task_proto(task))
 
     async def ResumeTask(
         self, request: tasks_pb2.ResumeTaskRequest, context: Context
     ) -> tasks_pb2.ResumeTaskResponse:
-        task = await self._tasks.set_paused(request.task_id, False)
+        where = filters.parse(request.variable_filters)
+        if where:
+            task = await self._slices.set_paused(request.task_id, where, False)
+        else:
+            task = await self._tasks.set_paused(request.task_id, False)
         return tasks_pb2.ResumeTaskResponse(task=convert.task_proto(task))
 
     async def UpdateTask(
@@ -139,6 +146,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def WatchTask(
         self, request: tasks_pb2.WatchTaskRequest, context: Context
     ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
+        grid_version = -1
         async for update in self._watches.watch(
             request.task_id, request.after_version, request.include_subtasks
         ):
@@ -149,6 +157,20 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
                 if update.subtask is not None:
                     message.subtask.CopyFrom(convert.subtask_proto(update.subtask))
                 update.wire = message
+            if not request.include_grid:
+                yield update.wire
+                continue
+            # The grid rides along when the task moved past the last one sent; the shared
+            # message is copied, since other watchers may not want it.
+            if update.task.version > grid_version:
+                latest = await self._grids.latest(update.task.id, update.task.version)
+                if latest is not None:
+                    grid_version = latest.version
+                    with_grid = tasks_pb2.WatchTaskResponse()
+                    with_grid.CopyFrom(update.wire)
+                    with_grid.grid.CopyFrom(_grid_proto(latest))
+                    yield with_grid
+                    continue
             yield update.wire
 
     async def GetImage(
@@ -172,6 +194,41 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         )
         async for piece in images.chunks(data):
             yield tasks_pb2.GetImageResponse(chunk=piece)
+
+
+def _counts_proto(counts: grid.Counts) -> tasks_pb2.SubtaskCounts:
+    return tasks_pb2.SubtaskCounts(**dataclasses.asdict(counts))
+
+
+def _grid_proto(found: grid.Grid) -> tasks_pb2.TaskGrid:
+    message = tasks_pb2.TaskGrid(
+        task_id=found.task_id, version=found.version, total=_counts_proto(found.total)
+    )
+    for name, values in found.variables.items():
+        message.variables.append(
+            tasks_pb2.VariableCounts(
+                name=name,
+                values=[
+                    tasks_pb2.ValueCounts(value=v, counts=_counts_proto(c))
+                    for v, c in values.items()
+                ],
+            )
+        )
+    table = found.table
+    if table is not None:
+        message.table.CopyFrom(
+            tasks_pb2.GridTable(
+                row_variable=table.row_variable,
+                column_variable=table.column_variable,
+                row_values=table.row_values,
+                column_values=table.column_values,
+                cells=[
+                    tasks_pb2.GridCell(row_value=r, column_value=c, counts=_counts_proto(n))
+                    for (r, c), n in table.cells.items()
+                ],
+            )
+        )
+    return message
 
 
 def _queue_proto(stats: system.QueueStats) -> tasks_pb2.QueueStats:

@@ -104,7 +104,8 @@ async def enqueue_pending(conn: AsyncConnection, task_id: str, priority: int) ->
     result = await conn.execute(
         text(
             "INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, "  # noqa: S608
-            "attempt, generation) SELECT id, task_id, owner_id, queue, :p, attempt, generation "
+            "attempt, generation, held) "
+            "SELECT id, task_id, owner_id, queue, :p, attempt, generation, held "
             "FROM tasks.subtasks WHERE task_id = CAST(:t AS uuid) "
             f"AND state IN {lifecycle.DISPATCH_FROM_SQL} "
             "AND NOT superseded ORDER BY idx"
@@ -329,23 +330,38 @@ async def refresh_state(
     return [(model.Task.from_row(r), bool(r["finished_now"])) for r in rows]
 
 
-async def cancel_waiting(conn: AsyncConnection, task_id: str) -> list[str]:
-    """Drops the task's unsent outbox rows and cancels its pending and queued subtasks;
-    returns the cancelled subtask ids."""
-    await conn.execute(
-        text("DELETE FROM tasks.outbox WHERE task_id = CAST(:t AS uuid) AND sent_time IS NULL"),
-        {"t": task_id},
+def slice_condition(variables: dict[str, str] | None, params: dict[str, Any]) -> str:
+    """A WHERE fragment keeping the subtasks whose values include `variables` (all of them,
+    the GIN index on variable_values serves it); "" for no filter. Adds its parameter."""
+    if not variables:
+        return ""
+    params["slice"] = json.dumps(variables, ensure_ascii=False)
+    return " AND variable_values @> CAST(:slice AS jsonb)"
+
+
+async def cancel_waiting(
+    conn: AsyncConnection, task_id: str, variables: dict[str, str] | None = None
+) -> list[str]:
+    """Drops the task's unsent outbox rows and cancels its pending and queued subtasks (of
+    the slice `variables` only, when given); returns the cancelled subtask ids. Outbox rows
+    are locked before subtasks, as the dispatcher locks them."""
+    params: dict[str, Any] = {"t": task_id}
+    where = slice_condition(variables, params)
+    sql = "DELETE FROM tasks.outbox WHERE task_id = CAST(:t AS uuid) AND sent_time IS NULL"
+    if where:
+        sql += (
+            " AND subtask_id IN (SELECT id FROM tasks.subtasks "  # noqa: S608 - fixed fragments
+            f"WHERE task_id = CAST(:t AS uuid) AND NOT superseded{where})"
+        )
+    await conn.execute(text(sql), params)
+    params["m"] = "the slice was cancelled" if variables else "the task was cancelled"
+    sql = (
+        f"UPDATE tasks.subtasks SET state = {lifecycle.sql(lifecycle.CANCELLED)}, "  # noqa: S608 - fixed fragments
+        f"finish_time = now(), error_type = '{job_errors.CANCELLED}', error_message = :m "
+        f"WHERE task_id = CAST(:t AS uuid) AND state IN {lifecycle.CANCEL_SQL} "
+        f"AND NOT superseded{where} RETURNING id"
     )
-    rows = await conn.execute(
-        text(
-            f"UPDATE tasks.subtasks SET state = {lifecycle.sql(lifecycle.CANCELLED)}, "  # noqa: S608
-            f"finish_time = now(), error_type = '{job_errors.CANCELLED}', "
-            "error_message = 'the task was cancelled' "
-            f"WHERE task_id = CAST(:t AS uuid) AND state IN {lifecycle.CANCEL_SQL} "
-            "AND NOT superseded RETURNING id"
-        ),
-        {"t": task_id},
-    )
+    rows = await conn.execute(text(sql), params)
     return [str(r[0]) for r in rows]
 
 
@@ -357,30 +373,30 @@ async def mark_cancelled(conn: AsyncConnection, task_id: str) -> None:
     )
 
 
-async def retry_subtasks(conn: AsyncConnection, task_id: str) -> tuple[int, int, list[str]]:
-    """Supersedes the failed and cancelled subtasks with new pending rows (retried_from =
-    old id, next attempt number); returns (failed, cancelled, new ids)."""
-    old = (
-        await conn.execute(
-            text(
-                "UPDATE tasks.subtasks SET superseded = true WHERE task_id = CAST(:t AS uuid) "  # noqa: S608
-                f"AND state IN {lifecycle.RETRYABLE_SQL} AND NOT superseded RETURNING id, state"
-            ),
-            {"t": task_id},
-        )
-    ).all()
+async def retry_subtasks(
+    conn: AsyncConnection, task_id: str, variables: dict[str, str] | None = None
+) -> tuple[int, int, list[str]]:
+    """Supersedes the failed and cancelled subtasks (of the slice `variables` only, when
+    given) with new pending rows (retried_from = old id, next attempt number, held as the
+    old one was); returns (failed, cancelled, new ids)."""
+    params: dict[str, Any] = {"t": task_id}
+    where = slice_condition(variables, params)
+    sql = (
+        "UPDATE tasks.subtasks SET superseded = true WHERE task_id = CAST(:t AS uuid) "  # noqa: S608 - fixed fragments
+        f"AND state IN {lifecycle.RETRYABLE_SQL} AND NOT superseded{where} RETURNING id, state"
+    )
+    old = (await conn.execute(text(sql), params)).all()
     if not old:
         return 0, 0, []
     new = await conn.execute(
         text(
             "INSERT INTO tasks.subtasks (id, task_id, idx, owner_id, variable_values, prompt, "  # noqa: S608
             "negative_prompt, ratio, width, height, seed, use_polish, queue, output_format, "
-            "state, attempt, retried_from) "
+            "state, attempt, retried_from, held) "
             "SELECT gen_random_uuid(), task_id, idx, owner_id, variable_values, prompt, "
             "negative_prompt, ratio, width, height, seed, use_polish, queue, output_format, "
-            f"{lifecycle.sql(lifecycle.PENDING)}, attempt + 1, id FROM tasks.subtasks "
-            "WHERE id = ANY(CAST(:ids AS uuid[])) "
-            "RETURNING id"
+            f"{lifecycle.sql(lifecycle.PENDING)}, attempt + 1, id, held FROM tasks.subtasks "
+            "WHERE id = ANY(CAST(:ids AS uuid[])) RETURNING id"
         ),
         {"ids": [str(r[0]) for r in old]},
     )
@@ -490,3 +506,74 @@ async def enqueue_webhook(
         ),
         {"id": delivery_id, "t": task_id, "e": event, "p": payload},
     )
+
+
+async def set_held(
+    conn: AsyncConnection, task_id: str, variables: dict[str, str] | None, held: bool
+) -> list[str]:
+    """Holds (or releases) the task's current subtasks of the slice `variables` (every one
+    when None) and their unsent outbox rows; returns the ids of the subtasks that changed.
+    Outbox rows are locked before subtasks, as the dispatcher locks them."""
+    params: dict[str, Any] = {"t": task_id, "h": held}
+    where = slice_condition(variables, params)
+    sql = (
+        "UPDATE tasks.outbox SET held = :h WHERE task_id = CAST(:t AS uuid) "  # noqa: S608 - fixed fragments
+        "AND sent_time IS NULL AND held <> :h AND subtask_id IN (SELECT id FROM tasks.subtasks "
+        f"WHERE task_id = CAST(:t AS uuid) AND NOT superseded{where})"
+    )
+    await conn.execute(text(sql), params)
+    sql = (
+        "UPDATE tasks.subtasks SET held = :h WHERE task_id = CAST(:t AS uuid) "  # noqa: S608 - fixed fragments
+        f"AND NOT superseded AND held <> :h{where} RETURNING id"
+    )
+    rows = await conn.execute(text(sql), params)
+    return [str(r[0]) for r in rows]
+
+
+async def grid_counts(
+    conn: AsyncConnection, task_id: str, names: Sequence[str], pair: tuple[int, int] | None
+) -> list[tuple[dict[str, str], str, bool, int]]:
+    """A task's current subtasks counted by state and held, in one scan: in total, per
+    value of each variable of `names` and, with `pair` (two indexes into `names`), per
+    pair of values. Rows are (values, state, held, count), `values` being {variable:
+    value} of the grouped variables: none for the total, one, or the pair's two."""
+    params: dict[str, Any] = {"t": task_id}
+    columns = []
+    for i, name in enumerate(names):
+        params[f"n{i}"] = name
+        columns.append(f"variable_values ->> CAST(:n{i} AS text) AS v{i}")
+    sets = ["(state, held)", *(f"(v{i}, state, held)" for i in range(len(names)))]
+    if pair is not None:
+        sets.append(f"(v{pair[0]}, v{pair[1]}, state, held)")
+    flags = "".join(f", GROUPING(v{i}) AS g{i}" for i in range(len(names)))
+    values = "".join(f", v{i}" for i in range(len(names)))
+    inner = ", ".join([*columns, "state", "held"])
+    sql = (
+        f"SELECT state, held, count(*) AS n{values}{flags} FROM (SELECT {inner} "  # noqa: S608 - fixed fragments
+        "FROM tasks.subtasks WHERE task_id = CAST(:t AS uuid) AND NOT superseded) AS s "
+        f"GROUP BY GROUPING SETS ({', '.join(sets)})"
+    )
+    found = []
+    for row in (await conn.execute(text(sql), params)).mappings():
+        grouped = {name: str(row[f"v{i}"]) for i, name in enumerate(names) if not row[f"g{i}"]}
+        found.append((grouped, str(row["state"]), bool(row["held"]), int(row["n"])))
+    return found
+
+
+async def enqueue_subtasks(conn: AsyncConnection, subtask_ids: Sequence[str], priority: int) -> int:
+    """Adds an outbox row for each of these pending subtasks (a slice's retries, while the
+    task's other pending subtasks already have theirs); returns how many."""
+    if not subtask_ids:
+        return 0
+    result = await conn.execute(
+        text(
+            "INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, "  # noqa: S608 - fixed fragments
+            "attempt, generation, held) "
+            "SELECT id, task_id, owner_id, queue, :p, attempt, generation, held "
+            "FROM tasks.subtasks WHERE id = ANY(CAST(:ids AS uuid[])) "
+            f"AND state IN {lifecycle.DISPATCH_FROM_SQL} "
+            "ORDER BY idx"
+        ),
+        {"ids": list(subtask_ids), "p": priority},
+    )
+    return int(result.rowcount or 0)

@@ -5,6 +5,7 @@ scripted worker that pulls jobs and publishes events the way imagegen workers do
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import hashlib
 import uuid
@@ -296,3 +297,44 @@ def status_details(error: grpc.aio.AioRpcError) -> Mapping[str, Any]:
                     detail.Unpack(bad)
                     violations += [v.field for v in bad.field_violations]
     return {"code": error.code(), "fields": violations, "message": error.details()}
+
+
+GRID_STATES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
+Tally = dict[tuple[str, str, str], int]
+"""(variable, value, state) -> count; ("cell", "row|col", state) for a table's cells and
+("total", "", state) for all; the state "held" counts held pending subtasks."""
+
+
+def tally_subtasks(subtasks: Sequence[tasks_pb2.Subtask], pair: tuple[str, str]) -> Tally:
+    """The grid a listing of every current subtask implies (zero counts left out)."""
+    tally: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    for s in subtasks:
+        states = [tasks_pb2.SubtaskState.Name(s.state).removeprefix("SUBTASK_STATE_").lower()]
+        if s.held and s.state == tasks_pb2.SUBTASK_STATE_PENDING:
+            states.append("held")
+        for state in states:
+            tally["total", "", state] += 1
+            for name, value in s.variable_values.items():
+                tally[name, value, state] += 1
+            cell = f"{s.variable_values[pair[0]]}|{s.variable_values[pair[1]]}"
+            tally["cell", cell, state] += 1
+    return dict(tally)
+
+
+def tally_grid(grid: tasks_pb2.TaskGrid) -> Tally:
+    """The same tally read from a grid (zero counts left out); checks each total."""
+    tally: Tally = {}
+
+    def add(key: tuple[str, str], counts: tasks_pb2.SubtaskCounts) -> None:
+        assert counts.total == sum(getattr(counts, s) for s in GRID_STATES)
+        for state in (*GRID_STATES, "held"):
+            if getattr(counts, state):
+                tally[(*key, state)] = getattr(counts, state)
+
+    add(("total", ""), grid.total)
+    for variable in grid.variables:
+        for value in variable.values:
+            add((variable.name, value.value), value.counts)
+    for cell in grid.table.cells:
+        add(("cell", f"{cell.row_value}|{cell.column_value}"), cell.counts)
+    return tally

@@ -55,6 +55,8 @@ TEXT_LIMITS = textlimits.TextLimits(
         f"{_T}ListSubtasksRequest.page_token": paging.MAX_TOKEN_LENGTH,
         f"{_T}VariableFilter.name": task_spec.MAX_VARIABLE_NAME_LEN,
         f"{_T}VariableFilter.value": _DEFAULTS.max_value_len,
+        f"{_T}GetTaskGridRequest.row_variable": task_spec.MAX_VARIABLE_NAME_LEN,
+        f"{_T}GetTaskGridRequest.column_variable": task_spec.MAX_VARIABLE_NAME_LEN,
     },
 )
 """Every text field of every TaskService and SystemService request is at most this long

@@ -151,6 +151,16 @@ def _auth_commands(top: Any) -> None:
     _command(top, "whoami", auth_commands.whoami, "show the signed-in user")
 
 
+def _where_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--where",
+        action="append",
+        type=task_commands.variable_filter,
+        metavar="VARIABLE=VALUE",
+        help="only the subtasks whose variable has this value (repeatable; all must match)",
+    )
+
+
 def _task_commands(top: Any) -> None:
     task = _group(top, "task", "create and follow tasks", "task_command")
     create = _command(task, "create", task_commands.create, "create a task from a YAML spec")
@@ -163,14 +173,23 @@ def _task_commands(top: Any) -> None:
     watch = _command(task, "watch", task_commands.watch, "follow a task live until it ends")
     watch.add_argument("task_id")
     _exit_status_option(watch)
+    _command(task, "get", task_commands.get, "show a task").add_argument("task_id")
     for name, handler, text in [
-        ("get", task_commands.get, "show a task"),
-        ("cancel", task_commands.cancel, "cancel a task"),
-        ("retry", task_commands.retry, "re-queue failed and cancelled subtasks"),
-        ("pause", task_commands.pause, "hold a task's waiting subtasks (running ones finish)"),
-        ("resume", task_commands.resume, "dispatch a paused task's subtasks again"),
+        ("cancel", task_commands.cancel, "cancel a task, or a slice's waiting subtasks"),
+        ("retry", task_commands.retry, "re-queue failed and cancelled subtasks (of a slice)"),
+        ("pause", task_commands.pause, "hold waiting subtasks (of a slice); running ones finish"),
+        ("resume", task_commands.resume, "dispatch paused subtasks again (without --where: all)"),
     ]:
-        _command(task, name, handler, text).add_argument("task_id")
+        control = _command(task, name, handler, text)
+        control.add_argument("task_id")
+        _where_option(control)
+    grid = _command(
+        task, "grid", task_commands.grid, "a task's subtasks by variable value and state"
+    )
+    grid.add_argument("task_id")
+    grid.add_argument("--rows", metavar="VARIABLE", help="cross two variables: this one as rows")
+    grid.add_argument("--cols", metavar="VARIABLE", help="and this one as columns")
+    grid.add_argument("--watch", action="store_true", help="redraw live until the task ends")
     reprioritize = _command(
         task, "priority", task_commands.priority, "change a waiting task's priority"
     )
@@ -188,6 +207,7 @@ def _task_commands(top: Any) -> None:
     subtasks = _command(task, "subtasks", task_commands.subtasks, "list a task's subtasks")
     subtasks.add_argument("task_id")
     subtasks.add_argument("--state", action="append", choices=sorted(task_commands.SUBTASK_STATES))
+    _where_option(subtasks)
     download = _command(
         task, "download", task_commands.download, "save all images and a manifest", False
     )

@@ -234,21 +234,34 @@ def get(session: Session, args: argparse.Namespace) -> None:
     _show_answer(session, args, _tasks(session).GetTask, request)
 
 
+def variable_filter(text: str) -> tasks_pb2.VariableFilter:
+    """`style=anime` as a VariableFilter (argparse type of `--where`); the value may hold
+    `=` and may be empty, the name may not."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected VARIABLE=VALUE, got {text!r}")
+    return tasks_pb2.VariableFilter(name=name.strip(), value=value)
+
+
+def _where(args: argparse.Namespace) -> list[tasks_pb2.VariableFilter]:
+    return list(getattr(args, "where", None) or [])
+
+
 def cancel(session: Session, args: argparse.Namespace) -> None:
-    """Cancels a task."""
-    request = tasks_pb2.CancelTaskRequest(task_id=args.task_id)
+    """Cancels a task, or with --where the waiting subtasks of that slice."""
+    request = tasks_pb2.CancelTaskRequest(task_id=args.task_id, variable_filters=_where(args))
     _show_answer(session, args, _tasks(session).CancelTask, request)
 
 
 def pause(session: Session, args: argparse.Namespace) -> None:
-    """Holds a task's waiting subtasks; running ones finish."""
-    request = tasks_pb2.PauseTaskRequest(task_id=args.task_id)
+    """Holds a task's (or with --where a slice's) waiting subtasks; running ones finish."""
+    request = tasks_pb2.PauseTaskRequest(task_id=args.task_id, variable_filters=_where(args))
     _show_answer(session, args, _tasks(session).PauseTask, request)
 
 
 def resume(session: Session, args: argparse.Namespace) -> None:
-    """Lets a paused task's waiting subtasks be dispatched again."""
-    request = tasks_pb2.ResumeTaskRequest(task_id=args.task_id)
+    """Lets a paused task's (or with --where a slice's) subtasks be dispatched again."""
+    request = tasks_pb2.ResumeTaskRequest(task_id=args.task_id, variable_filters=_where(args))
     _show_answer(session, args, _tasks(session).ResumeTask, request)
 
 
@@ -262,9 +275,11 @@ def priority(session: Session, args: argparse.Namespace) -> None:
 
 
 def retry(session: Session, args: argparse.Namespace) -> None:
-    """Re-queues a task's failed and cancelled subtasks."""
+    """Re-queues a task's (or with --where a slice's) failed and cancelled subtasks."""
     response = _tasks(session).RetryTask(
-        tasks_pb2.RetryTaskRequest(task_id=args.task_id), metadata=session.metadata(), timeout=30
+        tasks_pb2.RetryTaskRequest(task_id=args.task_id, variable_filters=_where(args)),
+        metadata=session.metadata(),
+        timeout=30,
     )
     output.show(
         args.output_format,
@@ -281,12 +296,21 @@ def delete(session: Session, args: argparse.Namespace) -> None:
     print(f"deleted task {args.task_id}")
 
 
-def _subtasks(session: Session, task_id: str, states: list[str]) -> Iterator[tasks_pb2.Subtask]:
+def _subtasks(
+    session: Session,
+    task_id: str,
+    states: list[str],
+    where: list[tasks_pb2.VariableFilter] | None = None,
+) -> Iterator[tasks_pb2.Subtask]:
     token = ""
     while True:
         response = _tasks(session).ListSubtasks(
             tasks_pb2.ListSubtasksRequest(
-                task_id=task_id, page_size=1000, page_token=token, states=states
+                task_id=task_id,
+                page_size=1000,
+                page_token=token,
+                states=states,
+                variable_filters=where or [],
             ),
             metadata=session.metadata(),
             timeout=60,
@@ -299,7 +323,8 @@ def _subtasks(session: Session, task_id: str, states: list[str]) -> Iterator[tas
 
 def subtasks(session: Session, args: argparse.Namespace) -> None:
     """Lists a task's subtasks."""
-    found = list(_subtasks(session, args.task_id, [SUBTASK_STATES[s] for s in args.state or []]))
+    states = [SUBTASK_STATES[s] for s in args.state or []]
+    found = list(_subtasks(session, args.task_id, states, _where(args)))
     if args.output_format != "table":
         output.show(args.output_format, [output.as_dict(s) for s in found], lambda: None)
         return
@@ -440,3 +465,89 @@ def workers(session: Session, args: argparse.Namespace) -> None:
             for w in response.workers
         ],
     )
+
+
+GRID_STATES = ("pending", "queued", "running", "succeeded", "failed", "cancelled", "held")
+
+
+def _cell(counts: tasks_pb2.SubtaskCounts) -> str:
+    """`done/total`, then failed (F), cancelled (C) and held (H) counts when there are any."""
+    text = f"{counts.succeeded}/{counts.total}"
+    for letter, count in (("F", counts.failed), ("C", counts.cancelled), ("H", counts.held)):
+        if count:
+            text += f" {count}{letter}"
+    return text
+
+
+def grid_tables(grid: tasks_pb2.TaskGrid) -> None:
+    """The grid for people: with a table, rows x columns of `done/total` cells; without,
+    one table per variable of its values by state."""
+    if grid.HasField("table"):
+        table = grid.table
+        cells = {(c.row_value, c.column_value): c.counts for c in table.cells}
+        output.print_table(
+            [f"{table.row_variable} \\ {table.column_variable}", *table.column_values],
+            [(r, *(_cell(cells[r, c]) for c in table.column_values)) for r in table.row_values],
+        )
+        print("cells: succeeded/total, then F failed, C cancelled, H held (paused slice)")
+        return
+    for index, variable in enumerate(grid.variables):
+        if index:
+            print()
+        output.print_table(
+            [variable.name.upper(), "TOTAL", *(s.upper() for s in GRID_STATES)],
+            [
+                (v.value, v.counts.total, *(getattr(v.counts, s) for s in GRID_STATES))
+                for v in variable.values
+            ],
+        )
+
+
+def _grid_request(args: argparse.Namespace) -> tasks_pb2.GetTaskGridRequest:
+    if bool(args.rows) != bool(args.cols):
+        raise CliError("--rows and --cols go together", 2)
+    return tasks_pb2.GetTaskGridRequest(
+        task_id=args.task_id, row_variable=args.rows or "", column_variable=args.cols or ""
+    )
+
+
+def grid(session: Session, args: argparse.Namespace) -> None:
+    """A task's subtasks counted by variable value and state; live with --watch."""
+    request = _grid_request(args)
+    stub = _tasks(session)
+    if not args.watch:
+        found = stub.GetTaskGrid(request, metadata=session.metadata(), timeout=30).grid
+        output.show(args.output_format, found, lambda: grid_tables(found))
+        return
+    tty = sys.stdout.isatty()
+    shown = -1
+    # The watch's own grid has no table; with --rows/--cols each newer version is read.
+    stream = stub.WatchTask(
+        tasks_pb2.WatchTaskRequest(task_id=args.task_id, include_grid=not request.row_variable),
+        metadata=session.metadata(),
+    )
+    last: tasks_pb2.Task | None = None
+    for update in stream:
+        last = update.task
+        if update.task.version <= shown:
+            continue
+        if update.HasField("grid"):
+            found = update.grid
+        else:
+            found = stub.GetTaskGrid(request, metadata=session.metadata(), timeout=30).grid
+        shown = max(found.version, update.task.version)
+        if args.output_format == "json":
+            print(json.dumps(output.as_dict(found), sort_keys=True), flush=True)
+            continue
+        if args.output_format == "yaml":
+            print("---")
+            output.show("yaml", found, lambda: None)
+            sys.stdout.flush()
+            continue
+        if tty:
+            sys.stdout.write("\033[H\033[J")  # redraw in place
+        elif shown > 0:
+            print()
+        print(f"task {last.id} {state_label(last)}, version {found.version}")
+        grid_tables(found)
+        sys.stdout.flush()

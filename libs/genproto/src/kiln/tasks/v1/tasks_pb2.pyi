@@ -226,7 +226,7 @@ class ZipGroup(_message.Message):
     def __init__(self, variables: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Subtask(_message.Message):
-    __slots__ = ("id", "task_id", "index", "variable_values", "prompt", "negative_prompt", "polished_prompt", "ratio", "width", "height", "seed", "use_polish", "queue", "state", "attempt", "error", "retried_from", "result", "queue_time", "start_time", "finish_time", "render_duration", "worker_id", "reused_from")
+    __slots__ = ("id", "task_id", "index", "variable_values", "prompt", "negative_prompt", "polished_prompt", "ratio", "width", "height", "seed", "use_polish", "queue", "state", "attempt", "error", "retried_from", "result", "queue_time", "start_time", "finish_time", "render_duration", "worker_id", "reused_from", "held")
     class VariableValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +258,7 @@ class Subtask(_message.Message):
     RENDER_DURATION_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     REUSED_FROM_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     id: str
     task_id: str
     index: int
@@ -282,7 +283,8 @@ class Subtask(_message.Message):
     render_duration: _duration_pb2.Duration
     worker_id: str
     reused_from: str
-    def __init__(self, id: _Optional[str] = ..., task_id: _Optional[str] = ..., index: _Optional[int] = ..., variable_values: _Optional[_Mapping[str, str]] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., polished_prompt: _Optional[str] = ..., ratio: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ..., use_polish: _Optional[bool] = ..., queue: _Optional[_Union[Queue, str]] = ..., state: _Optional[_Union[SubtaskState, str]] = ..., attempt: _Optional[int] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., retried_from: _Optional[str] = ..., result: _Optional[_Union[ImageResult, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., render_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_id: _Optional[str] = ..., reused_from: _Optional[str] = ...) -> None: ...
+    held: bool
+    def __init__(self, id: _Optional[str] = ..., task_id: _Optional[str] = ..., index: _Optional[int] = ..., variable_values: _Optional[_Mapping[str, str]] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., polished_prompt: _Optional[str] = ..., ratio: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ..., use_polish: _Optional[bool] = ..., queue: _Optional[_Union[Queue, str]] = ..., state: _Optional[_Union[SubtaskState, str]] = ..., attempt: _Optional[int] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., retried_from: _Optional[str] = ..., result: _Optional[_Union[ImageResult, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., render_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_id: _Optional[str] = ..., reused_from: _Optional[str] = ..., held: _Optional[bool] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
     __slots__ = ("task_name", "prompt_template", "variables", "zip_groups", "images_per_combination", "settings", "priority", "tags", "request_id", "validate_only")
@@ -367,6 +369,96 @@ class VariableFilter(_message.Message):
     value: str
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
+class GetTaskGridRequest(_message.Message):
+    __slots__ = ("task_id", "row_variable", "column_variable")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROW_VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    row_variable: str
+    column_variable: str
+    def __init__(self, task_id: _Optional[str] = ..., row_variable: _Optional[str] = ..., column_variable: _Optional[str] = ...) -> None: ...
+
+class GetTaskGridResponse(_message.Message):
+    __slots__ = ("grid",)
+    GRID_FIELD_NUMBER: _ClassVar[int]
+    grid: TaskGrid
+    def __init__(self, grid: _Optional[_Union[TaskGrid, _Mapping]] = ...) -> None: ...
+
+class SubtaskCounts(_message.Message):
+    __slots__ = ("total", "pending", "queued", "running", "succeeded", "failed", "cancelled", "held")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    pending: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    held: int
+    def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., queued: _Optional[int] = ..., running: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., held: _Optional[int] = ...) -> None: ...
+
+class ValueCounts(_message.Message):
+    __slots__ = ("value", "counts")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    counts: SubtaskCounts
+    def __init__(self, value: _Optional[str] = ..., counts: _Optional[_Union[SubtaskCounts, _Mapping]] = ...) -> None: ...
+
+class VariableCounts(_message.Message):
+    __slots__ = ("name", "values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    values: _containers.RepeatedCompositeFieldContainer[ValueCounts]
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[_Union[ValueCounts, _Mapping]]] = ...) -> None: ...
+
+class GridCell(_message.Message):
+    __slots__ = ("row_value", "column_value", "counts")
+    ROW_VALUE_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    row_value: str
+    column_value: str
+    counts: SubtaskCounts
+    def __init__(self, row_value: _Optional[str] = ..., column_value: _Optional[str] = ..., counts: _Optional[_Union[SubtaskCounts, _Mapping]] = ...) -> None: ...
+
+class GridTable(_message.Message):
+    __slots__ = ("row_variable", "column_variable", "row_values", "column_values", "cells")
+    ROW_VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    ROW_VALUES_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_VALUES_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    row_variable: str
+    column_variable: str
+    row_values: _containers.RepeatedScalarFieldContainer[str]
+    column_values: _containers.RepeatedScalarFieldContainer[str]
+    cells: _containers.RepeatedCompositeFieldContainer[GridCell]
+    def __init__(self, row_variable: _Optional[str] = ..., column_variable: _Optional[str] = ..., row_values: _Optional[_Iterable[str]] = ..., column_values: _Optional[_Iterable[str]] = ..., cells: _Optional[_Iterable[_Union[GridCell, _Mapping]]] = ...) -> None: ...
+
+class TaskGrid(_message.Message):
+    __slots__ = ("task_id", "version", "total", "variables", "table")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    version: int
+    total: SubtaskCounts
+    variables: _containers.RepeatedCompositeFieldContainer[VariableCounts]
+    table: GridTable
+    def __init__(self, task_id: _Optional[str] = ..., version: _Optional[int] = ..., total: _Optional[_Union[SubtaskCounts, _Mapping]] = ..., variables: _Optional[_Iterable[_Union[VariableCounts, _Mapping]]] = ..., table: _Optional[_Union[GridTable, _Mapping]] = ...) -> None: ...
+
 class ListSubtasksRequest(_message.Message):
     __slots__ = ("task_id", "page_size", "page_token", "states", "variable_filters")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -390,10 +482,12 @@ class ListSubtasksResponse(_message.Message):
     def __init__(self, subtasks: _Optional[_Iterable[_Union[Subtask, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CancelTaskRequest(_message.Message):
-    __slots__ = ("task_id",)
+    __slots__ = ("task_id", "variable_filters")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_FILTERS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+    variable_filters: _containers.RepeatedCompositeFieldContainer[VariableFilter]
+    def __init__(self, task_id: _Optional[str] = ..., variable_filters: _Optional[_Iterable[_Union[VariableFilter, _Mapping]]] = ...) -> None: ...
 
 class CancelTaskResponse(_message.Message):
     __slots__ = ("task",)
@@ -402,10 +496,12 @@ class CancelTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
 
 class PauseTaskRequest(_message.Message):
-    __slots__ = ("task_id",)
+    __slots__ = ("task_id", "variable_filters")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_FILTERS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+    variable_filters: _containers.RepeatedCompositeFieldContainer[VariableFilter]
+    def __init__(self, task_id: _Optional[str] = ..., variable_filters: _Optional[_Iterable[_Union[VariableFilter, _Mapping]]] = ...) -> None: ...
 
 class PauseTaskResponse(_message.Message):
     __slots__ = ("task",)
@@ -414,10 +510,12 @@ class PauseTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
 
 class ResumeTaskRequest(_message.Message):
-    __slots__ = ("task_id",)
+    __slots__ = ("task_id", "variable_filters")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_FILTERS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+    variable_filters: _containers.RepeatedCompositeFieldContainer[VariableFilter]
+    def __init__(self, task_id: _Optional[str] = ..., variable_filters: _Optional[_Iterable[_Union[VariableFilter, _Mapping]]] = ...) -> None: ...
 
 class ResumeTaskResponse(_message.Message):
     __slots__ = ("task",)
@@ -450,10 +548,12 @@ class DeleteTaskResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class RetryTaskRequest(_message.Message):
-    __slots__ = ("task_id",)
+    __slots__ = ("task_id", "variable_filters")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_FILTERS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+    variable_filters: _containers.RepeatedCompositeFieldContainer[VariableFilter]
+    def __init__(self, task_id: _Optional[str] = ..., variable_filters: _Optional[_Iterable[_Union[VariableFilter, _Mapping]]] = ...) -> None: ...
 
 class RetryTaskResponse(_message.Message):
     __slots__ = ("task", "retried_count")
@@ -464,24 +564,28 @@ class RetryTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., retried_count: _Optional[int] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
-    __slots__ = ("task_id", "after_version", "include_subtasks")
+    __slots__ = ("task_id", "after_version", "include_subtasks", "include_grid")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SUBTASKS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_GRID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     after_version: int
     include_subtasks: bool
-    def __init__(self, task_id: _Optional[str] = ..., after_version: _Optional[int] = ..., include_subtasks: _Optional[bool] = ...) -> None: ...
+    include_grid: bool
+    def __init__(self, task_id: _Optional[str] = ..., after_version: _Optional[int] = ..., include_subtasks: _Optional[bool] = ..., include_grid: _Optional[bool] = ...) -> None: ...
 
 class WatchTaskResponse(_message.Message):
-    __slots__ = ("task", "subtask", "snapshot")
+    __slots__ = ("task", "subtask", "snapshot", "grid")
     TASK_FIELD_NUMBER: _ClassVar[int]
     SUBTASK_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    GRID_FIELD_NUMBER: _ClassVar[int]
     task: Task
     subtask: Subtask
     snapshot: bool
-    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., subtask: _Optional[_Union[Subtask, _Mapping]] = ..., snapshot: _Optional[bool] = ...) -> None: ...
+    grid: TaskGrid
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., subtask: _Optional[_Union[Subtask, _Mapping]] = ..., snapshot: _Optional[bool] = ..., grid: _Optional[_Union[TaskGrid, _Mapping]] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("subtask_id", "thumbnail")

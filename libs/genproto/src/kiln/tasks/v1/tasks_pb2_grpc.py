@@ -62,6 +62,11 @@ class TaskServiceStub:
                 request_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.ListSubtasksRequest.SerializeToString,
                 response_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.ListSubtasksResponse.FromString,
                 _registered_method=True)
+        self.GetTaskGrid = channel.unary_unary(
+                '/kiln.tasks.v1.TaskService/GetTaskGrid',
+                request_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskGridRequest.SerializeToString,
+                response_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskGridResponse.FromString,
+                _registered_method=True)
         self.CancelTask = channel.unary_unary(
                 '/kiln.tasks.v1.TaskService/CancelTask',
                 request_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.CancelTaskRequest.SerializeToString,
@@ -149,8 +154,20 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTaskGrid(self, request, context):
+        """GetTaskGrid counts a task's subtasks by state for each value of each variable, and
+        for a chosen pair of variables the two-way table; one consistent read, cheap enough
+        to poll on a large task.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; INVALID_FIELD naming row_variable or
+        column_variable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelTask(self, request, context):
-        """CancelTask drops pending work and asks running work to stop.
+        """CancelTask drops pending work and asks running work to stop. With
+        `variable_filters`, only that slice's waiting subtasks are cancelled (see the request).
         Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -166,7 +183,8 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RetryTask(self, request, context):
-        """RetryTask re-queues the failed and cancelled subtasks of a finished task as new attempts.
+        """RetryTask re-queues the failed and cancelled subtasks of a finished task as new attempts;
+        with `variable_filters`, those of one slice, also while the task runs.
         Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_STILL_RUNNING, NOTHING_TO_RETRY
         (FAILED_PRECONDITION).
         """
@@ -196,6 +214,7 @@ class TaskServiceServicer:
     def PauseTask(self, request, context):
         """PauseTask holds a task's subtasks that have not been dispatched yet; subtasks already
         queued or running finish. The task keeps its state and its place in the fair order.
+        With `variable_filters`, only that slice's subtasks are held (see the request).
         Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -203,7 +222,8 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeTask(self, request, context):
-        """ResumeTask lets a paused task's waiting subtasks be dispatched again.
+        """ResumeTask lets a paused task's waiting subtasks be dispatched again; without filters
+        it also releases every paused slice, with `variable_filters` only that slice.
         Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -241,6 +261,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ListSubtasks,
                     request_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.ListSubtasksRequest.FromString,
                     response_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.ListSubtasksResponse.SerializeToString,
+            ),
+            'GetTaskGrid': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskGrid,
+                    request_deserializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskGridRequest.FromString,
+                    response_serializer=kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskGridResponse.SerializeToString,
             ),
             'CancelTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTask,
@@ -399,6 +424,33 @@ class TaskService:
             '/kiln.tasks.v1.TaskService/ListSubtasks',
             kiln_dot_tasks_dot_v1_dot_tasks__pb2.ListSubtasksRequest.SerializeToString,
             kiln_dot_tasks_dot_v1_dot_tasks__pb2.ListSubtasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskGrid(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kiln.tasks.v1.TaskService/GetTaskGrid',
+            kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskGridRequest.SerializeToString,
+            kiln_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskGridResponse.FromString,
             options,
             channel_credentials,
             insecure,
