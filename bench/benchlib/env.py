@@ -146,6 +146,8 @@ class Servers:
     profile_dir: Path | None = None
     overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Settings given with `--set`, applied to every process last (experiments)."""
+    monitors: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The monitoring endpoint of each running nats-server, by its client URL."""
 
     def database(self) -> str:
         """A fresh, empty database; returns its URL."""
@@ -155,7 +157,11 @@ class Servers:
     def nats(self) -> Iterator[str]:
         """A fresh nats-server; yields its URL."""
         with NatsServer() as server:
-            yield server.url
+            self.monitors[server.url] = server.monitor_url
+            try:
+                yield server.url
+            finally:
+                self.monitors.pop(server.url, None)
 
     @contextlib.contextmanager
     def stack(

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from kiln.tasks.v1 import tasks_pb2
 
-from . import env
+from . import busops, env
 from .results import Result
 
 
@@ -39,27 +39,36 @@ class Pipeline:
         )
 
 
-async def _throughput(target: str, token: str, pipeline: Pipeline, runs: int) -> list[float]:
-    rates = []
+async def _throughput(
+    target: str, token: str, pipeline: Pipeline, runs: int, monitor_url: str
+) -> tuple[list[float], list[dict[str, float]]]:
+    """The rate of each run, and the bus messages per job each run cost (`busops`)."""
+    rates, messages = [], []
     async with env.client(target, token) as client:
         for run in range(runs + 1):
             size = pipeline.warmup_subtasks if run == 0 else pipeline.subtasks
+            before = busops.snapshot(monitor_url)
             started = time.perf_counter()
             task = await client.create(pipeline.request(size))
             final = await client.until_done(task.id)
             elapsed = time.perf_counter() - started
+            counted = busops.snapshot(monitor_url).minus(before)
             if final.state != tasks_pb2.TASK_STATE_SUCCEEDED:
                 raise RuntimeError(f"task ended {tasks_pb2.TaskState.Name(final.state)}")
             if run:
                 rates.append(size / elapsed)
-    return rates
+                messages.append(busops.per_job(counted, size))
+    return rates, messages
 
 
 def throughput(servers: env.Servers, pipeline: Pipeline, workers: int, runs: int) -> list[Result]:
-    """One pipeline configuration with `workers` worker processes."""
-    with servers.stack(workers=workers, worker_env=pipeline.worker_env) as (stack, _):
+    """One pipeline configuration with `workers` worker processes, and the bus messages per
+    job it cost (all of them; with 2 workers also each role's sent and received)."""
+    with servers.stack(workers=workers, worker_env=pipeline.worker_env) as (stack, nats_url):
         token = stack.token()
-        rates = env.arun(_throughput(stack.tasks.target, token, pipeline, runs))
+        rates, messages = env.arun(
+            _throughput(stack.tasks.target, token, pipeline, runs, servers.monitors[nats_url])
+        )
     parameters = {
         "provider": pipeline.provider,
         "workers": workers,
@@ -69,7 +78,17 @@ def throughput(servers: env.Servers, pipeline: Pipeline, workers: int, runs: int
     if pipeline.provider == "procedural":
         parameters["size"] = "1024x1024 webp"
     target = pipeline.target if workers == 2 else ""
-    return [Result.of(pipeline.case, parameters, "subtasks/s", rates, target=target)]
+    results = [Result.of(pipeline.case, parameters, "subtasks/s", rates, target=target)]
+    for kind in messages[0] if workers == 2 else ("all",):
+        results.append(
+            Result.of(
+                f"{pipeline.case} bus msgs/job",
+                {"workers": workers, "messages": kind},
+                "msgs/job",
+                [figures[kind] for figures in messages],
+            )
+        )
+    return results
 
 
 def instant(subtasks: int) -> Pipeline:
