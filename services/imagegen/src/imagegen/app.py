@@ -14,7 +14,7 @@ import signal
 import structlog
 from nats.aio.client import Client
 
-from imagegen import generation, pipeline, polish, providers, retry, shared_polish
+from imagegen import events, generation, pipeline, polish, providers, retry, shared_polish
 from imagegen.config import ImagegenConfig
 from imagegen.controls import Controls
 from imagegen.heartbeat import Heartbeat, WorkerStats, new_worker_id
@@ -43,6 +43,7 @@ class Runtime:
     stats: WorkerStats
     controls: Controls
     pipeline: pipeline.Pipeline
+    publisher: events.EventPublisher
     runner: JobRunner
     worker: Worker
     heartbeat: Heartbeat
@@ -75,12 +76,20 @@ class Runtime:
                 ),
             ),
         )
+        publisher = events.EventPublisher(
+            js,
+            worker_id,
+            max_events=config.event_batch,
+            linger=config.event_linger,
+        )
+        publisher.start()
         runner = JobRunner(
             nc=nc,
             worker_id=worker_id,
             settings=runner_settings(config),
             pipeline=images,
             store=await ImageStore.open(js),
+            publisher=publisher,
             controls=controls,
             backoff=retry.Backoff(
                 config.retry_backoff_min, config.retry_backoff_max, config.retry_jitter
@@ -108,11 +117,23 @@ class Runtime:
         heartbeat.start()
         await worker.start()
         generator = generation.Generator(config, images, controls.is_paused)
-        return cls(config, worker_id, stats, controls, images, runner, worker, heartbeat, generator)
+        return cls(
+            config,
+            worker_id,
+            stats,
+            controls,
+            images,
+            publisher,
+            runner,
+            worker,
+            heartbeat,
+            generator,
+        )
 
     async def stop(self, grace: float) -> None:
         """Stops fetching, finishes or hands back jobs, deletes the heartbeat, closes."""
         await self.worker.stop(grace)
+        await self.publisher.stop()  # the events of jobs that ended, STARTED ones too
         await self.heartbeat.stop()
         await self.controls.stop()
         for provider in self.pipeline.providers.values():

@@ -29,6 +29,9 @@ POLISH_CACHE_BUCKET = "polish_cache"
 """Polished prompts shared by the workers: key = hash of polisher config and prompt."""
 POLISH_CACHE_TTL_SECONDS = 7 * 86400.0
 MSG_ID_HEADER = "Nats-Msg-Id"
+EVENT_BATCH_HEADER = "Kiln-Event-Batch"
+"""Marks a message on `events.subtasks.<task_id>` as a SubtaskEventBatch (value: how many
+events); without it the message is one SubtaskEvent (`kiln.common.subtask_events`)."""
 ACCOUNTS_BUCKET = "auth_accounts"
 """Each user's role, active flag and tokens_not_before, key = user id: written only by the
 auth service, watched by every service that checks tokens (kiln.common.account_states)."""
