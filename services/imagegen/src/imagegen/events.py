@@ -142,7 +142,12 @@ class EventPublisher:
     async def _flush(self, taken: list[_Pending]) -> None:
         try:
             await self._send([self._message(group) for group in self._groups(taken)])
+        except Exception:  # never leave a job waiting on an event nobody will send
+            log.exception("event_flush_failed", events=len(taken))
         finally:
+            for pending in taken:
+                if not pending.done.done():
+                    pending.done.set_exception(PublishFailed(pending.event.event_id))
             self._slots.release()
 
     def _groups(self, taken: list[_Pending]) -> list[list[_Pending]]:
