@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 
 from imagegen.app import Rendering
 from imagegen.config import ImagegenConfig
-from kiln.common import bus, config, jetstream, logging
+from kiln.common import bus, config, jetstream, logging, subtask_events
 from kiln.common.testing.nats_server import NatsServer
 from kiln.imagegen.v1 import imagegen_pb2, jobs_pb2
 
@@ -47,11 +47,10 @@ class Collector:
         self.changed = asyncio.Event()
 
     async def on_event(self, msg: Msg) -> None:
-        event = jobs_pb2.SubtaskEvent()
-        event.ParseFromString(msg.data)
-        if event.kind == jobs_pb2.SUBTASK_EVENT_KIND_SUCCEEDED:
-            self.succeeded.add(event.subtask_id)
-            self.changed.set()
+        for event in subtask_events.decode(msg.data, msg.headers):
+            if event.kind == jobs_pb2.SUBTASK_EVENT_KIND_SUCCEEDED:
+                self.succeeded.add(event.subtask_id)
+                self.changed.set()
 
     async def wait_all(self, ids: set[str]) -> None:
         while not ids <= self.succeeded:

@@ -146,6 +146,10 @@ class Servers:
     profile_dir: Path | None = None
     overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Settings given with `--set`, applied to every process last (experiments)."""
+    monitors: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The monitoring endpoint of each running nats-server, by its client URL."""
+    nats_pids: dict[str, int | None] = dataclasses.field(default_factory=dict)
+    """The pid of each running nats-server, by its client URL."""
 
     def database(self) -> str:
         """A fresh, empty database; returns its URL."""
@@ -155,7 +159,13 @@ class Servers:
     def nats(self) -> Iterator[str]:
         """A fresh nats-server; yields its URL."""
         with NatsServer() as server:
-            yield server.url
+            self.monitors[server.url] = server.monitor_url
+            self.nats_pids[server.url] = server.pid
+            try:
+                yield server.url
+            finally:
+                self.monitors.pop(server.url, None)
+                self.nats_pids.pop(server.url, None)
 
     @contextlib.contextmanager
     def stack(

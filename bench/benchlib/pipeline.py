@@ -14,9 +14,10 @@ import json
 import time
 from collections.abc import Mapping
 
+from kiln.common.testing.stack import KilnStack
 from kiln.tasks.v1 import tasks_pb2
 
-from . import env
+from . import busops, cpu, env
 from .results import Result
 
 
@@ -39,27 +40,74 @@ class Pipeline:
         )
 
 
-async def _throughput(target: str, token: str, pipeline: Pipeline, runs: int) -> list[float]:
-    rates = []
+@dataclasses.dataclass
+class _Measured:
+    rates: list[float] = dataclasses.field(default_factory=list)
+    messages: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    """Bus messages per job of each run (`busops`)."""
+    cpu_ms: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    """CPU milliseconds per job of each process of each run (`cpu`)."""
+
+
+async def _throughput(
+    target: str,
+    token: str,
+    pipeline: Pipeline,
+    runs: int,
+    *,
+    monitor_url: str,
+    processes: cpu.Processes,
+) -> _Measured:
+    measured = _Measured()
     async with env.client(target, token) as client:
         for run in range(runs + 1):
             size = pipeline.warmup_subtasks if run == 0 else pipeline.subtasks
+            before, cpu_before = busops.snapshot(monitor_url), cpu.snapshot(processes)
             started = time.perf_counter()
             task = await client.create(pipeline.request(size))
             final = await client.until_done(task.id)
             elapsed = time.perf_counter() - started
+            counted = busops.snapshot(monitor_url).minus(before)
+            used = cpu.per_job(cpu_before, cpu.snapshot(processes), size)
             if final.state != tasks_pb2.TASK_STATE_SUCCEEDED:
                 raise RuntimeError(f"task ended {tasks_pb2.TaskState.Name(final.state)}")
             if run:
-                rates.append(size / elapsed)
-    return rates
+                measured.rates.append(size / elapsed)
+                measured.messages.append(busops.per_job(counted, size))
+                measured.cpu_ms.append(used)
+    return measured
+
+
+def _processes(stack: KilnStack, nats_pid: int | None, postgres_pid: int | None) -> cpu.Processes:
+    def pids() -> dict[str, list[int]]:
+        workers = [w.process.pid for w in stack.workers if w.process is not None]
+        return {
+            "tasks": [stack.tasks.process.pid] if stack.tasks.process is not None else [],
+            "imagegen (all)": workers,
+            "nats-server": [nats_pid] if nats_pid is not None else [],
+            "postgres": cpu.with_children(postgres_pid),
+        }
+
+    return pids
 
 
 def throughput(servers: env.Servers, pipeline: Pipeline, workers: int, runs: int) -> list[Result]:
-    """One pipeline configuration with `workers` worker processes."""
-    with servers.stack(workers=workers, worker_env=pipeline.worker_env) as (stack, _):
+    """One pipeline configuration with `workers` worker processes, and the bus messages per
+    job it cost (all of them; with 2 workers also each role's sent and received)."""
+    with servers.stack(workers=workers, worker_env=pipeline.worker_env) as (stack, nats_url):
         token = stack.token()
-        rates = env.arun(_throughput(stack.tasks.target, token, pipeline, runs))
+        processes = _processes(stack, servers.nats_pids[nats_url], servers.postgres.pid)
+        measured = env.arun(
+            _throughput(
+                stack.tasks.target,
+                token,
+                pipeline,
+                runs,
+                monitor_url=servers.monitors[nats_url],
+                processes=processes,
+            )
+        )
+    rates, messages = measured.rates, measured.messages
     parameters = {
         "provider": pipeline.provider,
         "workers": workers,
@@ -69,7 +117,26 @@ def throughput(servers: env.Servers, pipeline: Pipeline, workers: int, runs: int
     if pipeline.provider == "procedural":
         parameters["size"] = "1024x1024 webp"
     target = pipeline.target if workers == 2 else ""
-    return [Result.of(pipeline.case, parameters, "subtasks/s", rates, target=target)]
+    results = [Result.of(pipeline.case, parameters, "subtasks/s", rates, target=target)]
+    for kind in messages[0] if workers == 2 else ("all",):
+        results.append(
+            Result.of(
+                f"{pipeline.case} bus msgs/job",
+                {"workers": workers, "messages": kind},
+                "msgs/job",
+                [figures[kind] for figures in messages],
+            )
+        )
+    for part in measured.cpu_ms[0]:
+        results.append(
+            Result.of(
+                f"{pipeline.case} CPU ms/job",
+                {"workers": workers, "process": part},
+                "ms/job",
+                [figures[part] for figures in measured.cpu_ms],
+            )
+        )
+    return results
 
 
 def instant(subtasks: int) -> Pipeline:

@@ -20,7 +20,7 @@ import time
 import nats
 from nats.aio.msg import Msg
 
-from kiln.common import bus
+from kiln.common import bus, subtask_events
 from kiln.imagegen.v1 import jobs_pb2
 from kiln.tasks.v1 import tasks_pb2
 
@@ -64,10 +64,9 @@ async def _one(
 
     async def on_event(message: Msg) -> None:
         now = time.monotonic()
-        event = jobs_pb2.SubtaskEvent()
-        event.ParseFromString(message.data)
-        if event.kind == jobs_pb2.SUBTASK_EVENT_KIND_SUCCEEDED:
-            published.setdefault(event.subtask_id, now)
+        for event in subtask_events.decode(message.data, message.headers):
+            if event.kind == jobs_pb2.SUBTASK_EVENT_KIND_SUCCEEDED:
+                published.setdefault(event.subtask_id, now)
 
     connection = await nats.connect(nats_url)
     loop = asyncio.get_running_loop()

@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 
 from imagegen.app import Rendering
 from imagegen.config import ImagegenConfig
-from kiln.common import bus, config, jetstream
+from kiln.common import bus, config, jetstream, subtask_events
 from kiln.imagegen.v1 import imagegen_pb2, jobs_pb2
 
 FAST_ENV = {
@@ -97,9 +97,7 @@ class TasksSide:
         await jetstream.provision(self.js, bus.worker_topology(bus.QUEUES, self.settings))
 
         async def received(msg: Msg) -> None:
-            event = jobs_pb2.SubtaskEvent()
-            event.ParseFromString(msg.data)
-            self.events.append(event)
+            self.events.extend(subtask_events.decode(msg.data, msg.headers))
             self._changed.set()
 
         await self.nc.subscribe(bus.EVENTS_WILDCARD, cb=received)
@@ -152,10 +150,9 @@ class TasksSide:
         found = []
         for sequence in range(info.state.first_seq, info.state.last_seq + 1):
             raw = await self.js.get_msg(bus.EVENTS_STREAM, sequence)
-            event = jobs_pb2.SubtaskEvent()
-            event.ParseFromString(raw.data or b"")
-            if event.subtask_id == subtask_id:
-                found.append(event)
+            for event in subtask_events.decode(raw.data or b"", raw.headers):
+                if event.subtask_id == subtask_id:
+                    found.append(event)
         return found
 
     async def jobs_left(self) -> int:

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from kiln.common import bus
+from kiln.common import bus, subtask_events
 from kiln.common.testing import NatsServer
 from kiln.imagegen.v1 import jobs_pb2
 from kiln.tasks.v1 import tasks_pb2
@@ -155,3 +155,128 @@ async def test_advisory_for_a_job_naming_no_subtask_is_dropped_alone(
         assert _rejected("advisory") == before + 1
     finally:
         await worker.close()
+
+
+def _worker_event(
+    job: jobs_pb2.Job, kind: int, sequence: int, **fields: object
+) -> jobs_pb2.SubtaskEvent:
+    """An event as a worker makes it (first delivery)."""
+    event = jobs_pb2.SubtaskEvent(
+        event_id=uuid.uuid4().hex,
+        subtask_id=job.subtask_id,
+        task_id=job.task_id,
+        attempt=job.attempt,
+        sequence=sequence,
+        kind=kind,  # type: ignore[arg-type]
+        worker_id="batching-worker",
+        delivery=1,
+        **fields,  # type: ignore[arg-type]
+    )
+    event.time.GetCurrentTime()
+    return event
+
+
+def _result(job: jobs_pb2.Job) -> jobs_pb2.JobResult:
+    result = jobs_pb2.JobResult(
+        object_name=f"tasks/{job.task_id}/{job.subtask_id}.png",
+        content_type="image/png",
+        size_bytes=3,
+        sha256="00" * 32,
+        model="fake",
+    )
+    result.render_duration.FromMilliseconds(5)
+    return result
+
+
+async def _publish_batch(worker: h.FakeWorker, events: list[jobs_pb2.SubtaskEvent]) -> None:
+    data, headers = subtask_events.encode(events)
+    assert headers[bus.EVENT_BATCH_HEADER] == str(len(events))
+    headers[bus.MSG_ID_HEADER] = uuid.uuid4().hex
+    await worker.js.publish(bus.events_subject(events[0].task_id), data, headers=headers)
+
+
+async def test_batch_message_folds_its_events_and_sets_a_bad_one_aside(
+    server: h.Running,
+    worker: h.FakeWorker,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One message carrying the STARTED and SUCCEEDED events of two subtasks and an event
+    that can never fold (subtask_id not a UUID): the bad event is set aside (logged as
+    event_rejected, counted under `invalid`), the others fold -- the task succeeds with both
+    subtasks counted once -- and the message is acknowledged, never redelivered."""
+    alice = server.client("alice")
+    before = _rejected("invalid")
+    task = (await alice.tasks.CreateTask(h.create_request(values=("a", "b")))).task
+    fetched = await worker.fetch_exactly(2)
+    events = []
+    for message, job in fetched:
+        events.append(_worker_event(job, K.SUBTASK_EVENT_KIND_STARTED, 1))
+        events.append(_worker_event(job, K.SUBTASK_EVENT_KIND_SUCCEEDED, 2, result=_result(job)))
+        await message.ack()
+    poison = _worker_event(fetched[0][1], K.SUBTASK_EVENT_KIND_STARTED, 3)
+    poison.subtask_id = "not-a-uuid"
+    events.insert(1, poison)
+    await _publish_batch(worker, events)
+    await h.wait_for(lambda: _succeeded(alice, task.id), what="task succeeded")
+    await h.wait_for(lambda: _consumer_settled(worker), what="the message acknowledged")
+    info = await worker.js.consumer_info(bus.EVENTS_STREAM, bus.PROGRESS_CONSUMER)
+    assert info.num_redelivered == 0
+    assert _rejected("invalid") == before + 1
+    done = await h.get_task(alice, task.id)
+    assert (done.succeeded_count, done.total_images) == (2, 2)
+    logs = caplog.text + capsys.readouterr().out
+    assert "event_rejected" in logs and "subtask_id is not a UUID" in logs
+
+
+async def test_batch_event_the_database_refuses_is_set_aside_alone(
+    server: h.Running, worker: h.FakeWorker
+) -> None:
+    """A batch message whose SUCCEEDED event of one task the database refuses (a render
+    time too large for its column), beside another task's events: the fold of the batch
+    fails, its events are folded one by one, the refused one is set aside (`unfoldable`),
+    the other task succeeds, and the message is acknowledged without redelivery."""
+    alice = server.client("alice")
+    before = _rejected("unfoldable")
+    bad_task = (await alice.tasks.CreateTask(h.create_request(values=("bad",)))).task
+    good_task = (await alice.tasks.CreateTask(h.create_request(values=("good",)))).task
+    jobs = {job.task_id: (message, job) for message, job in await worker.fetch_exactly(2)}
+    events = []
+    for task_id, (message, job) in jobs.items():
+        result = _result(job)
+        if task_id == bad_task.id:
+            result.render_duration.seconds = 10**10  # 10^13 ms: more than an SQL integer holds
+        events.append(_worker_event(job, K.SUBTASK_EVENT_KIND_SUCCEEDED, 1, result=result))
+        await message.ack()
+    # Workers send one message per task; a batch naming two tasks must fold just as well.
+    await _publish_batch(worker, events)
+    await h.wait_for(lambda: _succeeded(alice, good_task.id), what="good task succeeded")
+    await h.wait_for(lambda: _consumer_settled(worker), what="the message acknowledged")
+    info = await worker.js.consumer_info(bus.EVENTS_STREAM, bus.PROGRESS_CONSUMER)
+    assert info.num_redelivered == 0
+    assert _rejected("unfoldable") == before + 1
+    assert (await h.get_task(alice, bad_task.id)).succeeded_count == 0
+
+
+async def test_batch_message_of_only_bad_events_is_terminated(
+    server: h.Running, worker: h.FakeWorker
+) -> None:
+    """A batch message none of whose events can fold is terminated (each event counted),
+    not redelivered; an undecodable batch (the header on bytes of something else) is
+    terminated as `undecodable`."""
+    before_invalid, before_undecodable = _rejected("invalid"), _rejected("undecodable")
+    job = jobs_pb2.Job(subtask_id="not-a-uuid", task_id=str(uuid.uuid4()), attempt=1)
+    await _publish_batch(
+        worker,
+        [_worker_event(job, K.SUBTASK_EVENT_KIND_STARTED, n) for n in (1, 2)],
+    )
+    await worker.js.publish(
+        bus.events_subject(job.task_id),
+        b"\xff\xff not protobuf",
+        headers={bus.EVENT_BATCH_HEADER: "2", bus.MSG_ID_HEADER: uuid.uuid4().hex},
+    )
+    await h.wait_for(lambda: _consumer_settled(worker), what="both messages terminated")
+    info = await worker.js.consumer_info(bus.EVENTS_STREAM, bus.PROGRESS_CONSUMER)
+    assert info.num_redelivered == 0
+    assert _rejected("invalid") == before_invalid + 2
+    assert _rejected("undecodable") == before_undecodable + 1

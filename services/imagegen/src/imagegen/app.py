@@ -15,7 +15,7 @@ import grpc
 import structlog
 from nats.aio.client import Client
 
-from imagegen import generation, pipeline, polish, providers, retry, reuse, shared_polish
+from imagegen import events, generation, pipeline, polish, providers, retry, reuse, shared_polish
 from imagegen.config import ImagegenConfig
 from imagegen.controls import Controls
 from imagegen.heartbeat import Heartbeat, WorkerStats, new_worker_id
@@ -45,6 +45,7 @@ class Rendering:
     stats: WorkerStats
     controls: Controls
     pipeline: pipeline.Pipeline
+    publisher: events.EventPublisher
     runner: JobRunner
     worker: Worker
     heartbeat: Heartbeat
@@ -78,12 +79,20 @@ class Rendering:
             ),
         )
         store = await ImageStore.open(js)
+        publisher = events.EventPublisher(
+            js,
+            worker_id,
+            max_events=config.event_batch,
+            linger=config.event_linger,
+        )
+        publisher.start()
         runner = JobRunner(
             nc=nc,
             worker_id=worker_id,
             settings=runner_settings(config),
             pipeline=images,
             store=store,
+            publisher=publisher,
             controls=controls,
             backoff=retry.Backoff(
                 config.retry_backoff_min, config.retry_backoff_max, config.retry_jitter
@@ -112,11 +121,23 @@ class Rendering:
         heartbeat.start()
         await worker.start()
         generator = generation.Generator(config, images, controls.is_paused)
-        return cls(config, worker_id, stats, controls, images, runner, worker, heartbeat, generator)
+        return cls(
+            config,
+            worker_id,
+            stats,
+            controls,
+            images,
+            publisher,
+            runner,
+            worker,
+            heartbeat,
+            generator,
+        )
 
     async def stop(self, grace: float) -> None:
         """Stops fetching, finishes or hands back jobs, deletes the heartbeat, closes."""
         await self.worker.stop(grace)
+        await self.publisher.stop()  # the events of jobs that ended, STARTED ones too
         await self.heartbeat.stop()
         await self.controls.stop()
         for provider in self.pipeline.providers.values():

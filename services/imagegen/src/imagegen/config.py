@@ -180,6 +180,20 @@ class ImagegenConfig(
         0.5,
         check=non_negative,
     )
+    event_batch: int = setting(
+        "IMAGEGEN_EVENT_BATCH",
+        "Most job events one message on the bus carries (a SubtaskEventBatch). 1 sends each "
+        "event alone, the only form tasks services before batching read: use it while "
+        "such a tasks service still runs.",
+        256,
+        check=positive,
+    )
+    event_linger: float = setting(
+        "IMAGEGEN_EVENT_LINGER_SECONDS",
+        "How long a job event waits for others to share its message.",
+        0.002,
+        check=non_negative,
+    )
     fault_crash_marker: str = setting(
         "IMAGEGEN_FAULT_CRASH_MARKER",
         "TESTS ONLY (fault injection): a job whose prompt contains this text kills the "

@@ -114,9 +114,14 @@ class EncodedImage:
 
 
 def encode(
-    image: Image.Image, image_format: ImageFormat | str, provenance: Provenance | None = None
+    image: Image.Image,
+    image_format: ImageFormat | str,
+    provenance: Provenance | None = None,
+    *,
+    webp_method: int = 2,
 ) -> EncodedImage:
-    """Encode `image` as `image_format`, with `provenance` in its metadata if given."""
+    """Encode `image` as `image_format`, with `provenance` in its metadata if given.
+    `webp_method` trades WebP encoding speed (0) for size (6)."""
     chosen = ImageFormat(image_format)
     buffer = io.BytesIO()
     prepared = _prepare_mode(image, chosen)
@@ -124,7 +129,7 @@ def encode(
     if chosen is ImageFormat.PNG:
         prepared.save(buffer, "PNG", compress_level=1, pnginfo=_png_info(metadata))
     elif chosen is ImageFormat.WEBP:
-        prepared.save(buffer, "WEBP", quality=85, method=2, exif=_exif(metadata))
+        prepared.save(buffer, "WEBP", quality=85, method=webp_method, exif=_exif(metadata))
     else:
         prepared.save(buffer, "JPEG", quality=90, optimize=False, exif=_exif(metadata))
     data = buffer.getvalue()
@@ -139,10 +144,12 @@ def encode(
 
 
 def thumbnail(image: Image.Image, max_side: int = THUMBNAIL_SIDE) -> EncodedImage:
-    """A WebP preview whose longest side is `max_side` (never enlarged), aspect kept."""
+    """A WebP preview whose longest side is `max_side` (never enlarged), aspect kept.
+    Encoded with WebP's fastest method: 2.4x less CPU than method 2 at 256 pixels for about
+    4 % more bytes, and for a tiny image the encoder's fixed cost was most of a job's work."""
     preview = image.copy()
     preview.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return encode(preview, ImageFormat.WEBP)
+    return encode(preview, ImageFormat.WEBP, webp_method=0)
 
 
 def read_provenance(data: bytes) -> dict[str, object]:

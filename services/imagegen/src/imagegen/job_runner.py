@@ -2,10 +2,13 @@
 
 Order of effects, each safe to repeat: STARTED event -> render -> store (fixed names, so a
 repeat overwrites) -> result event -> ack/term. A job is settled only after JetStream
-acknowledged its result event; an event that cannot be published leaves the job to come
-back (`nak` with a delay). While it renders, the job is kept alive with `in_progress` and
-watched for its task's cancellation; a job whose lease was lost (the process was frozen
-past ack_wait, so another worker may own it) stores and reports nothing.
+acknowledged its result event (events travel in batches, see `events.EventPublisher`); an
+event that cannot be published leaves the job to come back (`nak` with a delay). The ack is
+a plain message, not a request awaiting JetStream's reply: a lost ack only means a
+redelivery, which the fold's fencing makes harmless. While it renders, the job is kept
+alive with `in_progress` and watched for its task's cancellation; a job whose lease was lost
+(the process was frozen past ack_wait, so another worker may own it) stores and reports
+nothing.
 """
 
 from __future__ import annotations
@@ -124,13 +127,14 @@ class JobRunner:
         settings: RunnerSettings,
         pipeline: pipeline.Pipeline,
         store: ImageStore,
+        publisher: events.EventPublisher,
         controls: Controls,
         backoff: retry.Backoff,
         stats: WorkerStats,
         index: reuse.ResultIndex | None = None,
     ) -> None:
         self._nc = nc
-        self._js = nc.jetstream()
+        self._publisher = publisher
         self._worker_id = worker_id
         self._settings = settings
         self._pipeline = pipeline
@@ -155,7 +159,7 @@ class JobRunner:
             msg=msg,
             queue=queue,
             delivery=delivery,
-            events=events.JobEvents(self._js, self._worker_id, delivery),
+            events=events.JobEvents(self._publisher, self._worker_id, delivery),
             active=active,
             lease=lease,
             log=log.bind(
@@ -248,7 +252,7 @@ class JobRunner:
             await self._fail(context, self._classify(error, context))
             return
         await context.events.succeeded(result)
-        await _settle(context.msg.ack_sync(), "ack")
+        await _settle(context.msg.ack(), "ack")
         self._stats.processed += 1
         metrics.job_done(context.queue, "succeeded")
         if result.reused_from_subtask_id:
@@ -312,9 +316,12 @@ class JobRunner:
             encoded = await pipeline.encode(rendered, jobspec.image_format(job), provenance)
             lease.check()  # never overwrite the image of a delivery we may no longer own
             started = time.perf_counter()
-            await asyncio.gather(
-                self._store.put(jobspec.object_name(job), encoded.image),
-                self._store.put(jobspec.thumbnail_name(job), encoded.thumbnail),
+            await self._store.put_all(
+                [
+                    (jobspec.object_name(job), encoded.image),
+                    (jobspec.thumbnail_name(job), encoded.thumbnail),
+                ],
+                first_write=_first_write(context.delivery),
             )
             stored = time.perf_counter() - started + encoded.seconds
             await self._record(job, key, encoded.image.width, encoded.image.height)
@@ -413,7 +420,7 @@ class JobRunner:
 
     async def _cancelled(self, context: _Context) -> None:
         await context.events.cancelled()
-        await _settle(context.msg.ack_sync(), "ack")
+        await _settle(context.msg.ack(), "ack")
         self._stats.processed += 1
         metrics.job_done(context.queue, "cancelled")
         context.log.info("job_cancelled")
@@ -430,7 +437,7 @@ class JobRunner:
         )
         if malformed.job is not None:
             job_events = events.JobEvents(
-                self._js,
+                self._publisher,
                 self._worker_id,
                 jobspec.Delivery(malformed.job, delivery, self._settings.max_deliver),
             )
@@ -467,6 +474,14 @@ class _Throttled:
         if now - self._last >= self._interval:
             self._last = now
             await self._events.progress(step, total)
+
+
+def _first_write(delivery: jobspec.Delivery) -> bool:
+    """Whether no earlier render of this subtask can have stored other bytes: the first
+    delivery of the first publication of the first attempt (a job re-published by hand
+    after the dedupe window is the exception; its older bytes stay until the retention)."""
+    job = delivery.job
+    return delivery.delivery == 1 and job.attempt <= 1 and job.generation == 0
 
 
 async def _settle(action: Awaitable[object], what: str) -> None:

@@ -11,6 +11,9 @@ from PIL import Image
 from imagegen import imaging, providers
 from imagegen.polish_cache import PolishCache
 
+INLINE_ENCODE_PIXELS = 128 * 128
+"""Images up to this size encode in well under a millisecond: not worth a thread."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Rendered:
@@ -94,12 +97,17 @@ async def encode(
     *,
     with_thumbnail: bool = True,
 ) -> Encoded:
-    """Encodes the image (and a thumbnail) in a worker thread, off the event loop."""
+    """Encodes the image (and a thumbnail) in a worker thread, off the event loop; a small
+    image is encoded on the loop, where it takes less time than the trip to a thread."""
 
     def both() -> tuple[imaging.EncodedImage, imaging.EncodedImage]:
         image = imaging.encode(rendered.image, image_format, provenance)
         return image, imaging.thumbnail(rendered.image) if with_thumbnail else image
 
     started = time.perf_counter()
-    image, thumb = await asyncio.to_thread(both)  # one trip to a thread, not two
+    width, height = rendered.image.size
+    if width * height <= INLINE_ENCODE_PIXELS:
+        image, thumb = both()
+    else:
+        image, thumb = await asyncio.to_thread(both)  # one trip to a thread, not two
     return Encoded(image, thumb, time.perf_counter() - started)

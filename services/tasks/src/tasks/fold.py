@@ -54,6 +54,8 @@ def _time(event: jobs_pb2.SubtaskEvent) -> dt.datetime:
 
 _UUID_TEXT_LEN = 36
 """The canonical 8-4-4-4-12 form, the only one workers send."""
+_FIRST_SECOND, _LAST_SECOND = -62_135_596_800, 253_402_300_799
+"""0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the times a datetime can hold."""
 
 
 def event_problem(event: jobs_pb2.SubtaskEvent) -> str | None:
@@ -67,9 +69,11 @@ def event_problem(event: jobs_pb2.SubtaskEvent) -> str | None:
         return problem
     if event.attempt < 1:
         return "attempt must be at least 1"
-    try:
-        _time(event)
-    except (ValueError, OverflowError):
+    # Checked on the numbers: converting every event's time twice was a tenth of the fold.
+    stamp = event.time
+    if event.HasField("time") and not (
+        _FIRST_SECOND <= stamp.seconds <= _LAST_SECOND and 0 <= stamp.nanos < 1_000_000_000
+    ):
         return "time is out of range"
     if any("\x00" in text for text in _texts(event)):
         return "a text field contains U+0000"

@@ -1,12 +1,14 @@
 """The event and advisory consumers: JetStream -> fold -> commit -> ack -> announce.
 
-Events are pulled in batches from the durable consumer `tasks-progress` and folded in one
-transaction per batch (see `fold`); they are acknowledged only after the commit, so a crash
-or a database outage redelivers them and the fold's fencing makes the repeat harmless.
-An event that can never fold (undecodable, failing `fold.event_problem`, or refused by the
-database for its own content) is terminated with an `event_rejected` log line and a count
-in `kiln_tasks_events_rejected_total`; a failing batch is folded again one event at a time,
-so one such event never holds back the others of its batch nor the consumer.
+Events are pulled in batches from the durable consumer `tasks-progress` (a message holds one
+event or a worker's batch of them) and folded in one transaction per batch (see `fold`);
+the messages are acknowledged only after the commit, so a crash or a database outage
+redelivers them and the fold's fencing makes the repeat harmless. An event that can never
+fold (undecodable, failing `fold.event_problem`, or refused by the database for its own
+content) is set aside with an `event_rejected` log line and a count in
+`kiln_tasks_events_rejected_total`, and a message with nothing else is terminated; a failing
+batch is folded again one event at a time, so one such event never holds back the others
+of its batch (or of its message) nor the consumer.
 
 Max-deliveries advisories (a job that reached the consumer's max_deliver, such as one that
 kills its workers) are pulled from `tasks-advisories`: the job is read from the JOBS stream
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -29,7 +32,7 @@ from nats.js import errors as js_errors
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kiln.common import bus, job_errors, pull
+from kiln.common import bus, job_errors, pull, subtask_events
 from kiln.imagegen.v1 import jobs_pb2
 from tasks import fold, lifecycle, metrics
 
@@ -120,25 +123,33 @@ class ProgressConsumer(_PullLoop):
         self.folded = 0
 
     async def handle(self, messages: Sequence[Msg]) -> None:
-        """Folds one batch in one transaction, then acknowledges it.
+        """Folds the events of a batch of messages in one transaction, then acknowledges
+        the messages.
 
-        Events that can never fold are terminated and counted first. If the batch still
-        fails, its events are folded one by one, so only the one that breaks the fold is
-        terminated and the rest of its batch goes on.
+        A message carries one event or a worker's batch of them (`subtask_events`); each
+        event is judged on its own. Events that can never fold are set aside (logged and
+        counted) first, and a message none of whose events can fold is terminated. If the
+        fold still fails, the events are folded one by one, so only the one that breaks
+        the fold is rejected and the rest of its batch goes on.
         """
-        batch: list[tuple[Msg, jobs_pb2.SubtaskEvent]] = []
+        batch: list[_Delivered] = []
         for message in messages:
-            event = jobs_pb2.SubtaskEvent()
             try:
-                event.ParseFromString(message.data)
-            except Exception:
+                events = subtask_events.decode(message.data, message.headers)
+            except subtask_events.Undecodable:
                 await self._reject(message, "undecodable", "not a SubtaskEvent")
                 continue
-            problem = fold.event_problem(event)
-            if problem is not None:
-                await self._reject(message, "invalid", problem, event)
-                continue
-            batch.append((message, event))
+            foldable = []
+            for event in events:
+                problem = fold.event_problem(event)
+                if problem is None:
+                    foldable.append(event)
+                else:
+                    self._set_aside(message, "invalid", problem, event)
+            if foldable:
+                batch.append(_Delivered(message, foldable))
+            else:
+                await message.term()
         if not batch:
             return
         try:
@@ -146,36 +157,53 @@ class ProgressConsumer(_PullLoop):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if len(batch) == 1 and not _blames_event(exc):
+            if len(batch) == 1 and len(batch[0].events) == 1 and not _blames_event(exc):
                 raise  # the database, not the event: redelivered after a pause
-            log.warning("event_batch_failed", events=len(batch), error=type(exc).__name__)
+            log.warning(
+                "event_batch_failed",
+                events=sum(len(d.events) for d in batch),
+                error=type(exc).__name__,
+            )
             await self._fold_one_by_one(batch)
 
-    async def _fold_and_ack(self, batch: Sequence[tuple[Msg, jobs_pb2.SubtaskEvent]]) -> None:
+    async def _fold_and_ack(self, batch: Sequence[_Delivered]) -> None:
         async with self._engine.begin() as conn:
-            outcome = await fold.apply(conn, fold.collapse(event for _, event in batch))
+            outcome = await fold.apply(
+                conn, fold.collapse(event for delivered in batch for event in delivered.events)
+            )
         # Watchers hear of the commit before the acks go out: the acks only stop redelivery.
         await self._announce(outcome)
-        for message, _ in batch:
-            await message.ack()
-        self.folded += len(batch)
+        for delivered in batch:
+            await delivered.message.ack()
+        self.folded += sum(len(d.events) for d in batch)
 
-    async def _fold_one_by_one(self, batch: Sequence[tuple[Msg, jobs_pb2.SubtaskEvent]]) -> None:
-        for position, (message, event) in enumerate(batch):
-            try:
-                await self._fold_and_ack([(message, event)])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not _blames_event(exc):
-                    # The database is failing: everything left comes back after a pause.
-                    log.warning("event_fold_failed", error=type(exc).__name__)
-                    for rest, _ in batch[position:]:
-                        with contextlib.suppress(Exception):
-                            await rest.nak(delay=1.0)
-                    await asyncio.sleep(0.5)
-                    return
-                await self._reject(message, "unfoldable", type(exc).__name__, event)
+    async def _fold_one_by_one(self, batch: Sequence[_Delivered]) -> None:
+        for position, delivered in enumerate(batch):
+            message, rejected = delivered.message, 0
+            for event in delivered.events:
+                try:
+                    async with self._engine.begin() as conn:
+                        outcome = await fold.apply(conn, fold.collapse([event]))
+                    await self._announce(outcome)
+                    self.folded += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if not _blames_event(exc):
+                        # The database is failing: everything left comes back after a pause
+                        # (what of this message was folded already folds again, harmlessly).
+                        log.warning("event_fold_failed", error=type(exc).__name__)
+                        for rest in batch[position:]:
+                            with contextlib.suppress(Exception):
+                                await rest.message.nak(delay=1.0)
+                        await asyncio.sleep(0.5)
+                        return
+                    self._set_aside(message, "unfoldable", type(exc).__name__, event)
+                    rejected += 1
+            if rejected == len(delivered.events):
+                await message.term()
+            else:
+                await message.ack()
 
     async def _reject(
         self,
@@ -184,7 +212,18 @@ class ProgressConsumer(_PullLoop):
         problem: str,
         event: jobs_pb2.SubtaskEvent | None = None,
     ) -> None:
-        """Terminates an event that can never fold, with a log line and a count."""
+        """Terminates a message that can never fold, with a log line and a count."""
+        self._set_aside(message, reason, problem, event)
+        await message.term()
+
+    def _set_aside(
+        self,
+        message: Msg,
+        reason: str,
+        problem: str,
+        event: jobs_pb2.SubtaskEvent | None = None,
+    ) -> None:
+        """Logs and counts an event that can never fold; its message is settled later."""
         metrics.EVENTS_REJECTED.labels(reason=reason).inc()
         log.warning(
             "event_rejected",
@@ -195,7 +234,14 @@ class ProgressConsumer(_PullLoop):
             subtask_id=event.subtask_id[:64] if event is not None else None,
             attempt=event.attempt if event is not None else None,
         )
-        await message.term()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Delivered:
+    """One message of a batch and those of its events that may fold."""
+
+    message: Msg
+    events: list[jobs_pb2.SubtaskEvent]
 
 
 def _blames_event(exc: Exception) -> bool:

@@ -35,6 +35,9 @@ RENDER_INDEX_BUCKET = "render_index"
 key = scope (the owner's, or `shared`) and render key, value = the image's subtask and
 object names. Kept as long as the images are."""
 MSG_ID_HEADER = "Nats-Msg-Id"
+EVENT_BATCH_HEADER = "Kiln-Event-Batch"
+"""Marks a message on `events.subtasks.<task_id>` as a SubtaskEventBatch (value: how many
+events); without it the message is one SubtaskEvent (`kiln.common.subtask_events`)."""
 ACCOUNTS_BUCKET = "auth_accounts"
 """Each user's role, active flag and tokens_not_before, key = user id: written only by the
 auth service, watched by every service that checks tokens (kiln.common.account_states)."""

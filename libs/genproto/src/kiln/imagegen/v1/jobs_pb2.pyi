@@ -178,6 +178,12 @@ class SubtaskEvent(_message.Message):
     delivery: int
     def __init__(self, event_id: _Optional[str] = ..., subtask_id: _Optional[str] = ..., task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., sequence: _Optional[int] = ..., kind: _Optional[_Union[SubtaskEventKind, str]] = ..., worker_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., will_retry: _Optional[bool] = ..., delivery: _Optional[int] = ...) -> None: ...
 
+class SubtaskEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[SubtaskEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[SubtaskEvent, _Mapping]]] = ...) -> None: ...
+
 class WorkerHeartbeat(_message.Message):
     __slots__ = ("worker_id", "queues", "concurrency", "in_flight", "processed", "failed", "version", "start_time", "time", "hostname")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
