@@ -26,6 +26,9 @@ def test_sigterm_hands_back_in_flight_jobs_and_exits_0(fault: Fault) -> None:
     kiln = fault.start(workers=1, worker_env=env, extra_env={"JOB_ACK_WAIT_SECONDS": str(ACK_WAIT)})
     leaving = kiln.workers[0]
     client = fault.client()
+    # No job can be delivered before it exists, so no ack_wait redelivery can happen before
+    # created + ACK_WAIT (heartbeats only push it later): the bound for "at once".
+    created = time.monotonic()
     client.create(4)
     checks.wait_until(
         lambda: fault.states().get("running") == 2, within=30, what="two jobs running"
@@ -36,6 +39,8 @@ def test_sigterm_hands_back_in_flight_jobs_and_exits_0(fault: Fault) -> None:
     code = leaving.process.wait(timeout=GRACE + 10)
     exit_seconds = time.monotonic() - asked
     assert code == 0, leaving.log_tail()
+    # RELIABILITY T16: in-flight jobs are handed back within the grace period (plus the
+    # process's own exit), so the exit is bounded by it.
     assert exit_seconds < GRACE + 4, exit_seconds
     assert leaving.log_path.read_text().count('"job_started"') == 2, "fetched after SIGTERM"
     fault.add_worker(env)
@@ -44,6 +49,11 @@ def test_sigterm_hands_back_in_flight_jobs_and_exits_0(fault: Fault) -> None:
         lambda: checks.scalar(fault.database_url, REDELIVERED) == 2,
         within=ACK_WAIT,
         what="handed-back jobs restarted",
+    )
+    restarted = joined + taken
+    assert restarted < created + ACK_WAIT, (
+        f"restarted {restarted - created:.2f}s after the jobs were created: an ack_wait "
+        f"({ACK_WAIT}s) redelivery, not the hand-back"
     )
     fault.wait_finished(within=60)
     summary = fault.check()

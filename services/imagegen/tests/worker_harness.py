@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 
 import nats
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -175,7 +176,7 @@ class TasksSide:
         store = await self.js.object_store(bus.IMAGES_STORE)
         try:
             return [info.name for info in await store.list() if info.name]
-        except Exception:  # nats-py raises NotFoundError for an empty store
+        except nats.js.errors.NotFoundError:  # nats-py's answer for an empty store
             return []
 
     async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
