@@ -21,6 +21,7 @@ from worker_harness import (
 
 from imagegen import imaging
 from kiln.common import bus
+from kiln.common.testing import loop_lag
 from kiln.common.testing.nats_server import NatsServer
 from kiln.imagegen.v1 import imagegen_pb2, jobs_pb2
 
@@ -290,29 +291,20 @@ async def test_long_render_is_heartbeated_past_ack_wait(private_nats: NatsServer
 
 async def test_rendering_never_blocks_the_event_loop(private_nats: NatsServer) -> None:
     """While two 1024x1024 jobs render, encode and store, the event loop stays responsive
-    (heartbeats, cancellation checks and gRPC calls depend on it): no tick is late by more
-    than 150 ms."""
+    (heartbeats, cancellation checks and gRPC calls depend on it): it ticks freely (no
+    stall of 100 ms or more) for most of that time. Encoding on the loop would stall it
+    for most of the run; a loaded machine's occasional stall would not."""
     async with bus_with_worker(private_nats.url) as (tasks, _runtime):
         jobs = [make_job(width=1024, height=1024, seed=i) for i in range(2)]
-        lags: list[float] = []
-        stop = asyncio.Event()
-
-        async def ticker() -> None:
-            loop = asyncio.get_running_loop()
-            while not stop.is_set():
-                before = loop.time()
-                await asyncio.sleep(0.01)
-                lags.append(loop.time() - before - 0.01)
-
-        ticking = asyncio.create_task(ticker())
-        for job in jobs:
-            await tasks.publish(job)
-        for job in jobs:
-            done = await tasks.wait_terminal(job.subtask_id)
-            assert done.kind == Kind.SUBTASK_EVENT_KIND_SUCCEEDED
-        stop.set()
-        await ticking
-        assert max(lags) < 0.15, f"the event loop stalled for {max(lags) * 1000:.0f} ms"
+        async with loop_lag.ticking() as ticks:
+            for job in jobs:
+                await tasks.publish(job)
+            for job in jobs:
+                done = await tasks.wait_terminal(job.subtask_id)
+                assert done.kind == Kind.SUBTASK_EVENT_KIND_SUCCEEDED
+        # Measured on an idle machine: 99 % free; with encoding moved onto the loop, 24-43 %.
+        share = ticks.free_share(stall=0.1)
+        assert share > 0.6, f"the event loop ticked freely {share:.0%} of the time: {ticks.gaps}"
 
 
 async def test_saturated_worker_starts_new_high_priority_jobs_first(

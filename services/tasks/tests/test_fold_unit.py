@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 import seed
@@ -37,7 +38,7 @@ async def _task(conn: AsyncConnection, task_id: str) -> model.Task:
     return found
 
 
-def _failed(sid: str, tid: str, *, will_retry: bool, **kw: object) -> jobs_pb2.SubtaskEvent:
+def _failed(sid: str, tid: str, *, will_retry: bool, **kw: Any) -> jobs_pb2.SubtaskEvent:
     error = jobs_pb2.JobError(type="BAD", message="it broke", retryable=will_retry)
     return seed.event(sid, tid, K.SUBTASK_EVENT_KIND_FAILED, error=error, will_retry=will_retry,
                       **kw)  # fmt: skip
