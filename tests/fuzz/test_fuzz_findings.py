@@ -8,9 +8,9 @@ from typing import Any
 import grpc
 import pytest
 from fuzz.conftest import FuzzWorld
-from google.rpc import error_details_pb2
 from security import rpcs
 
+from kiln.common.testing import statuses
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
 NUL = "a\x00b"
@@ -52,24 +52,11 @@ def test_nul_in_text_is_invalid_argument(fuzz_world: FuzzWorld, case: str) -> No
     )
     assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, outcome
     field = case.split(".", 1)[1]
-    named = _violated_fields(outcome)
+    named = statuses.violated_fields(outcome.trailers)
     assert any(f == field or f.startswith((f"{field}[", f"{field}.")) for f in named), (
         case,
         named,
     )
-
-
-def _violated_fields(outcome: rpcs.Outcome) -> list[str]:
-    """The fields the BadRequest detail of a failed call names."""
-    status = outcome.status()
-    assert status is not None, f"no status details: {outcome}"
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 def test_watch_resumed_past_the_current_version_still_gets_the_final_state(

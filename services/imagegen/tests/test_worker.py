@@ -16,6 +16,7 @@ from worker_harness import (
     make_job,
     running_worker,
     tasks_side,
+    until,
     worker_config,
 )
 
@@ -70,9 +71,8 @@ async def test_success_stores_image_and_reports_events(private_nats: NatsServer)
         assert provenance["seed"] == 7
         assert provenance["model"] == "procedural-v1"
         assert await tasks.read_object(result.thumbnail_object_name)
-        await asyncio.sleep(0.2)
-        assert await tasks.jobs_left() == 0
-        assert runtime.stats.processed == 1
+        await tasks.wait_jobs_left(0)
+        await until(lambda: runtime.stats.processed == 1)
 
 
 async def test_http_503_is_retried_with_backoff_then_succeeds(
@@ -136,8 +136,7 @@ async def test_retryable_failures_end_on_the_last_delivery(
         assert [e.will_retry for e in failed] == [True, True, True, False]
         assert [e.delivery for e in failed] == [1, 2, 3, 4]
         assert done.delivery == 4
-        await asyncio.sleep(0.3)
-        assert await tasks.jobs_left() == 0
+        await tasks.wait_jobs_left(0)
 
 
 async def test_rate_limit_honours_retry_after(private_nats: NatsServer, fake_api: FakeApi) -> None:
@@ -194,8 +193,7 @@ async def test_expired_job_fails_without_rendering(private_nats: NatsServer) -> 
         assert done.error.type == "EXPIRED"
         assert not done.will_retry
         assert not tasks.of(job.subtask_id, Kind.SUBTASK_EVENT_KIND_STARTED)
-        await asyncio.sleep(0.2)
-        assert await tasks.jobs_left() == 0
+        await tasks.wait_jobs_left(0)
 
 
 async def test_malformed_job_is_terminated_at_once(private_nats: NatsServer) -> None:
@@ -212,9 +210,8 @@ async def test_malformed_job_is_terminated_at_once(private_nats: NatsServer) -> 
         assert done.kind == Kind.SUBTASK_EVENT_KIND_FAILED
         assert done.error.type == "MALFORMED_JOB"
         assert not done.will_retry
-        await asyncio.sleep(0.5)
-        assert await tasks.jobs_left() == 0
-        assert runtime.stats.failed == 2
+        await tasks.wait_jobs_left(0)
+        await until(lambda: runtime.stats.failed == 2)
 
 
 async def test_polish_each_prompt_once(private_nats: NatsServer) -> None:

@@ -204,8 +204,7 @@ async def test_kill_9_mid_job_completes_exactly_once_elsewhere(
             (done,) = tasks.of(job.subtask_id, Kind.SUBTASK_EVENT_KIND_SUCCEEDED)
             data = await tasks.read_object(done.result.object_name)
             assert len(data) == done.result.size_bytes
-        await asyncio.sleep(0.3)
-        assert await tasks.jobs_left() == 0
+        await tasks.wait_jobs_left(0)
 
 
 async def _keys(kv: KeyValue) -> list[str]:

@@ -12,10 +12,9 @@ from typing import Any
 import grpc
 import grpc_testing
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
-from kiln.common.interceptors import STATUS_DETAILS_KEY
 from kiln.common.principal import Principal, Role
+from kiln.common.testing import statuses
 from kiln.common.testing.servicers import SyncServicer
 from kiln.common.testing.tokens import TestSigner
 from kiln.tasks.v1 import tasks_pb2
@@ -87,20 +86,6 @@ async def _stream(server: Any, method: str, request: Any) -> tuple[list[Any], gr
     return await asyncio.to_thread(read)
 
 
-def _violations(trailers: Any) -> list[str]:
-    for key, value in trailers:
-        if key == STATUS_DETAILS_KEY:
-            status = status_pb2.Status.FromString(value)
-            fields = []
-            for detail in status.details:
-                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    fields += [v.field for v in bad.field_violations]
-            return fields
-    raise AssertionError(f"no status details in {trailers}")
-
-
 async def test_create_get_and_list_through_the_servicer(servers: Servers) -> None:
     """CreateTask stores a task for the caller and returns its proto; GetTask and ListTasks
     show the same task to its owner."""
@@ -127,7 +112,7 @@ async def test_list_subtasks_names_each_bad_variable_filter(servers: Servers) ->
         request.variable_filters.add(name=name, value=value)
     _, trailers, code, _ = await _unary(alice, "ListSubtasks", request)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert _violations(trailers) == [
+    assert statuses.violated_fields(trailers) == [
         "variable_filters[0].name", "variable_filters[1].value", "variable_filters[2]",
     ]  # fmt: skip
 
@@ -137,7 +122,9 @@ async def test_unknown_state_value_is_invalid_argument(servers: Servers) -> None
     request = tasks_pb2.ListTasksRequest()
     request.states.append(99)  # type: ignore[arg-type]
     _, trailers, code, _ = await _unary(servers.as_("alice"), "ListTasks", request)
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and _violations(trailers) == ["states"]
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and statuses.violated_fields(trailers) == [
+        "states"
+    ]
 
 
 async def test_other_owner_gets_not_found_and_admin_sees_it(servers: Servers) -> None:
