@@ -26,7 +26,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from imagegen.app import Runtime
+from imagegen.app import Rendering
 from imagegen.config import ImagegenConfig
 from kiln.common import bus, config, jetstream, logging
 from kiln.common.testing.nats_server import NatsServer
@@ -106,7 +106,7 @@ async def measure(
     await jetstream.provision(nc.jetstream(), bus.worker_topology(bus.QUEUES, settings))
     collector = Collector()
     await nc.subscribe(bus.EVENTS_WILDCARD, cb=collector.on_event)
-    runtime = await Runtime.start(settings, nc)
+    runtime = await Rendering.start(settings, nc)
     try:
         await run_batch(nc, collector, 1, FORMATS[image_format])  # warm-up
         return [await run_batch(nc, collector, jobs, FORMATS[image_format]) for _ in range(runs)]

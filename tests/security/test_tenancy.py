@@ -97,17 +97,18 @@ def test_someone_elses_equals_nonexistent(
 @pytest.mark.parametrize(
     "bad_id", ["not-a-uuid", "", "'; DROP TABLE tasks.tasks; --", "0" * 300, "x" * 5000]
 )
-def test_malformed_id_is_not_found_like_any_other(world: World, bad_id: str) -> None:
-    """An id that is not a UUID cannot name anything: NOT_FOUND, never INTERNAL, and a huge
-    one is not echoed whole (its trailers would pass the client's 8 KiB metadata limit and
-    turn NOT_FOUND into RESOURCE_EXHAUSTED)."""
+def test_malformed_id_is_invalid_argument_naming_the_field(world: World, bad_id: str) -> None:
+    """An id that is not a UUID is the caller's mistake: INVALID_ARGUMENT naming task_id (as
+    in auth), never INTERNAL, and a huge one is not echoed whole (its trailers would pass the
+    client's 8 KiB metadata limit and turn the error into RESOURCE_EXHAUSTED)."""
     outcome = rpcs.call(
         world.channels[rpcs.TASKS],
         rpcs.rpc_named("TaskService.GetTask"),
         tasks_pb2.GetTaskRequest(task_id=bad_id),
         world.other.metadata,
     )
-    assert outcome.code == grpc.StatusCode.NOT_FOUND, outcome
+    assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, outcome
+    assert "task_id" in outcome.details, outcome
     assert len(outcome.details) < 200
 
 

@@ -22,6 +22,8 @@ images_per_combination: 2
 ratio: "16:9"
 seed: 42
 polish: true
+reuse: true
+share: true
 queue: high_priority
 format: webp
 priority: 5
@@ -47,6 +49,7 @@ def test_example_spec_maps_every_field(tmp_path: Path) -> None:
     assert request.request_id == "castles-1"
     settings = request.settings
     assert (settings.ratio, settings.seed, settings.use_polish) == ("16:9", 42, True)
+    assert (settings.reuse_results, settings.share_results) == (True, True)
     assert settings.negative_prompt == "blurry"
     assert settings.queue == tasks_pb2.QUEUE_HIGH_PRIORITY
     assert settings.output_format == tasks_pb2.OUTPUT_FORMAT_WEBP

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kiln.common import config
+from kiln.common.bus import BusSettings
 from kiln.common.config import ConfigError, non_negative, positive, setting
 from kiln.common.settings import DatabaseSettings, ServerSettings
 
@@ -82,6 +83,33 @@ def test_fallback_variable_is_used() -> None:
     """A setting with several names takes the first one that is set."""
     loaded = config.load(Sample, {"DATABASE_URL": "postgresql://x/y", "LIMIT": "9"}, env_file=None)
     assert loaded.limit == 9
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("TASKS_JOB_TIME_LIMIT_SECONDS", "JOB_TIME_LIMIT_SECONDS"),
+        ("IMAGEGEN_TIME_LIMIT_SECONDS", "JOB_TIME_LIMIT_SECONDS"),
+        ("TASKS_JOB_AGE_LIMIT_SECONDS", "JOB_MAX_AGE_SECONDS"),
+        ("IMAGEGEN_AGE_LIMIT_SECONDS", "JOB_MAX_AGE_SECONDS"),
+    ],
+)
+def test_retired_variable_stops_loading_and_names_its_replacement(old: str, new: str) -> None:
+    """A per-service job limit replaced by a shared bus setting is refused when still set,
+    naming the variable to set instead, rather than being silently ignored."""
+    with pytest.raises(ConfigError) as caught:
+        config.load(BusSettings, {old: "600"}, env_file=None)
+    assert caught.value.variable == old
+    assert new in str(caught.value)
+
+
+def test_shared_job_limits_are_read_once_for_both_services() -> None:
+    """JOB_TIME_LIMIT_SECONDS and JOB_MAX_AGE_SECONDS are bus settings, so the tasks service
+    and the workers read the same values."""
+    loaded = config.load(
+        BusSettings, {"JOB_TIME_LIMIT_SECONDS": "42", "JOB_MAX_AGE_SECONDS": "7"}, env_file=None
+    )
+    assert (loaded.job_time_limit, loaded.job_max_age) == (42.0, 7.0)
 
 
 def test_describe_hides_secrets() -> None:

@@ -4,7 +4,9 @@ INVALID_ARGUMENT (never a crash of the decoder or a wrong-typed value reaching a
 from __future__ import annotations
 
 import base64
+import datetime
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -95,3 +97,54 @@ def test_positions_of_the_right_type_are_read() -> None:
     assert paging.int_at(position, "i") == 41
     assert paging.time_at(position, "t").year == 2026
     assert paging.text_at(position, "s") == "x"
+
+
+@pytest.mark.parametrize(("requested", "expected"), [(0, 50), (1, 1), (1000, 1000), (1001, 1000)])
+def test_page_size_is_coerced_as_aip_158_says(requested: int, expected: int) -> None:
+    """0 is the list's default and more than 1000 is coerced to 1000, not refused."""
+    assert paging.page_size(requested, 50) == expected
+
+
+def test_negative_page_size_is_invalid_argument_naming_page_size() -> None:
+    """Only a negative size is the caller's mistake."""
+    with pytest.raises(errors.InvalidArgument) as raised:
+        paging.page_size(-1, 50)
+    assert [v.field for v in raised.value.violations] == ["page_size"]
+
+
+def test_cursor_round_trips_through_its_token() -> None:
+    """The cursor a page ends with is the cursor the next request resumes after."""
+    cursor = paging.Cursor(
+        datetime.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=datetime.UTC), uuid.uuid4()
+    )
+    token = paging.encode(cursor.position(), FILTERS)
+    assert paging.Cursor.after(token, FILTERS) == cursor
+    assert paging.Cursor.after("", FILTERS) is None
+    forged = paging.encode({"t": cursor.create_time.isoformat(), "i": "not-a-uuid"}, FILTERS)
+    with pytest.raises(errors.InvalidArgument):
+        paging.Cursor.after(forged, FILTERS)
+
+
+def test_cut_keeps_the_page_and_resumes_after_its_last_item() -> None:
+    """Fetched with size + 1, the extra row only says there is more; the last page has no
+    token; a `fit` that shortens the page moves the token back to the last item kept."""
+    found = list(range(4))
+    page, token = paging.cut(found, 3, FILTERS, lambda i: {"i": i})
+    assert page == [0, 1, 2] and paging.decode(token, FILTERS) == {"i": 2}
+    assert paging.cut(found, 4, FILTERS, lambda i: {"i": i}) == (found, "")
+    page, token = paging.cut(found, 3, FILTERS, lambda i: {"i": i}, fit=lambda p: p[:1])
+    assert page == [0] and paging.decode(token, FILTERS) == {"i": 0}
+    assert paging.cut([], 3, FILTERS, lambda i: {"i": i}) == ([], "")
+
+
+def test_reasons_name_the_logical_error_not_the_status_code() -> None:
+    """Two errors with one status code carry different ErrorInfo reasons: a raise site's
+    reason wins over the class default, and NOT_FOUND names its resource."""
+    running = errors.FailedPrecondition("still running", reason="TASK_STILL_RUNNING")
+    nothing = errors.FailedPrecondition("nothing to retry", reason="NOTHING_TO_RETRY")
+    assert running.code == nothing.code
+    assert running.details()[0].reason == "TASK_STILL_RUNNING"
+    assert nothing.details()[0].reason == "NOTHING_TO_RETRY"
+    assert errors.NotFound("api key", "k").reason == "API_KEY_NOT_FOUND"
+    assert errors.FailedPrecondition("x").reason == "FAILED_PRECONDITION"  # the fallback
+    assert paging.invalid_token().reason == "INVALID_PAGE_TOKEN"

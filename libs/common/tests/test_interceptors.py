@@ -110,7 +110,7 @@ async def test_typed_error_maps_to_code_with_field_violations(channel: grpc.aio.
     assert status.details[0].Unpack(bad_request)
     assert status.details[1].Unpack(info)
     assert [v.field for v in bad_request.field_violations] == ["email", "password"]
-    assert info.reason == "INVALID_ARGUMENT"
+    assert info.reason == "INVALID_FIELD"
     assert info.metadata["request_id"] == "r-1"
 
 

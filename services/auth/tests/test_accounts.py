@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2, status_pb2
 from auth.testing import PASSWORD, AuthServer, bearer, new_email
 from kiln.auth.v1 import auth_pb2
 from kiln.common import interceptors
+from kiln.common.testing.status import error_reason
 
 
 def violations(error: grpc.aio.AioRpcError) -> list[str]:
@@ -38,12 +39,14 @@ async def test_register_returns_a_normalised_active_user(auth: AuthServer) -> No
 
 
 async def test_duplicate_email_is_already_exists(auth: AuthServer) -> None:
-    """A second account with the same email, in any case, gets ALREADY_EXISTS."""
+    """A second account with the same email, in any case, gets ALREADY_EXISTS with reason
+    EMAIL_TAKEN."""
     email = new_email()
     await auth.register(email)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await auth.register(email.upper())
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_reason(caught.value) == "EMAIL_TAKEN"
 
 
 async def test_concurrent_registrations_of_one_email_give_one_account(auth: AuthServer) -> None:

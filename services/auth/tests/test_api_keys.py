@@ -219,16 +219,21 @@ async def test_bad_create_api_key(
 
 
 async def test_bad_revoke_and_list_requests(auth: AuthServer) -> None:
-    """RevokeApiKey with an empty or malformed id, ListApiKeys with a bad page size or
-    token: INVALID_ARGUMENT. Without a token, all API-key RPCs are UNAUTHENTICATED."""
+    """RevokeApiKey with an empty or malformed id, ListApiKeys with a negative page size or
+    a bad token: INVALID_ARGUMENT (a page size over 1000 is coerced). Without a token, all
+    API-key RPCs are UNAUTHENTICATED."""
     owner = await auth.account()
     for key_id in ("", "nope"):
         error = await refused(
             auth.stub.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(id=key_id), metadata=owner.metadata)
         )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    coerced = await auth.stub.ListApiKeys(
+        auth_pb2.ListApiKeysRequest(page_size=5000), metadata=owner.metadata
+    )
+    assert not coerced.next_page_token  # over 1000 is coerced to 1000, not refused
     for request in (
-        auth_pb2.ListApiKeysRequest(page_size=5000),
+        auth_pb2.ListApiKeysRequest(page_size=-1),
         auth_pb2.ListApiKeysRequest(page_token="!!"),
     ):
         error = await refused(auth.stub.ListApiKeys(request, metadata=owner.metadata))

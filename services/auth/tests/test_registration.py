@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import pytest
 
-from auth import accounts, hashgate
+from auth import account_usecases, hashgate
 from auth.testing import PASSWORD, AuthServer, make_config, new_email, start_server, stop_server
 from kiln.auth.v1 import auth_pb2
 from kiln.common import errors
+from kiln.common.testing.status import error_reason
 
 from .test_accounts import violations
 from .test_throttle import retry_delay
@@ -108,14 +109,16 @@ async def test_closed_self_registration_and_admin_created_accounts(
     server_with: ServerFactory,
 ) -> None:
     """With AUTH_SELF_REGISTRATION=false, Register is PERMISSION_DENIED with a message that
-    says why; an admin's CreateUser still creates accounts (of either role) that can sign
-    in; a regular user's CreateUser is PERMISSION_DENIED; a taken email is ALREADY_EXISTS
-    and a bad field is INVALID_ARGUMENT naming it."""
+    says why and reason REGISTRATION_CLOSED (not the admin-role reason); an admin's
+    CreateUser still creates accounts (of either role) that can sign in; a regular user's
+    CreateUser is PERMISSION_DENIED; a taken email is ALREADY_EXISTS and a bad field is
+    INVALID_ARGUMENT naming it."""
     auth = await server_with(AUTH_SELF_REGISTRATION="false")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await auth.register(new_email())
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert caught.value.details() == accounts.REGISTRATION_CLOSED
+    assert caught.value.details() == account_usecases.REGISTRATION_CLOSED
+    assert error_reason(caught.value) == "REGISTRATION_CLOSED"
 
     admin = await auth.admin()
     email = new_email()

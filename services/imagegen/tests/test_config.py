@@ -76,3 +76,19 @@ def test_bad_provider_option_stops_the_worker_at_start(nats_url: str) -> None:
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "step_dealy" in result.stdout + result.stderr
+
+
+def test_retired_time_limit_stops_the_worker_naming_the_shared_setting() -> None:
+    """IMAGEGEN_TIME_LIMIT_SECONDS, replaced by the bus-wide JOB_TIME_LIMIT_SECONDS, ends the
+    process with exit code 2 before it connects, naming both variables."""
+    result = subprocess.run(
+        [sys.executable, "-m", "imagegen", "worker", "--queues", "standard"],
+        env={**os.environ, "LOG_FORMAT": "json", "IMAGEGEN_TIME_LIMIT_SECONDS": "600"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "IMAGEGEN_TIME_LIMIT_SECONDS" in result.stderr
+    assert "JOB_TIME_LIMIT_SECONDS" in result.stderr

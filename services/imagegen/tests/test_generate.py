@@ -31,7 +31,7 @@ async def _client(nats_url: str, **env: str) -> AsyncIterator[tuple[Any, list[tu
     nc = await nats.connect(nats_url)
     # The tasks service provisions the bus; a worker only waits for it.
     await jetstream.provision(nc.jetstream(), bus.tasks_topology(settings))
-    runtime = await app.Runtime.start(settings, nc)
+    runtime = await app.Rendering.start(settings, nc)
     host = app.build_host(settings, runtime, nc, signer.verifier())
     port = await host.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

@@ -28,13 +28,13 @@ SLOW_STANDARD = {
 
 
 @contextlib.asynccontextmanager
-async def _worker(nats_url: str) -> AsyncIterator[tuple[app.Runtime, Any, TestSigner, Any]]:
+async def _worker(nats_url: str) -> AsyncIterator[tuple[app.Rendering, Any, TestSigner, Any]]:
     settings = worker_config(nats_url, GRPC_HOST="127.0.0.1", **SLOW_STANDARD)
     signer = TestSigner()
     nc = await nats.connect(nats_url)
     # The tasks service provisions the bus; a worker only waits for it.
     await jetstream.provision(nc.jetstream(), bus.tasks_topology(settings))
-    runtime = await app.Runtime.start(settings, nc)
+    runtime = await app.Rendering.start(settings, nc)
     host = app.build_host(settings, runtime, nc, signer.verifier())
     port = await host.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

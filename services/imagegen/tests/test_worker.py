@@ -156,10 +156,10 @@ async def test_rate_limit_honours_retry_after(private_nats: NatsServer, fake_api
 
 
 async def test_time_limit_fails_the_attempt_as_retryable(private_nats: NatsServer) -> None:
-    """A render running past IMAGEGEN_TIME_LIMIT_SECONDS is stopped and reported as
+    """A render running past JOB_TIME_LIMIT_SECONDS is stopped and reported as
     TIME_LIMIT (retryable, so will_retry=true before the last delivery)."""
     env = {
-        "IMAGEGEN_TIME_LIMIT_SECONDS": "0.3",
+        "JOB_TIME_LIMIT_SECONDS": "0.3",
         "IMAGEGEN_PROVIDER_OPTIONS_STANDARD": '{"step_delay": 0.2}',
         "JOB_MAX_DELIVER": "2",
     }
@@ -180,7 +180,7 @@ async def test_time_limit_fails_the_attempt_as_retryable(private_nats: NatsServe
 async def test_expired_job_fails_without_rendering(private_nats: NatsServer) -> None:
     """A job older than the age limit fails with EXPIRED, will_retry=false, and is removed;
     it never starts."""
-    async with bus_with_worker(private_nats.url, {"IMAGEGEN_AGE_LIMIT_SECONDS": "60"}) as (
+    async with bus_with_worker(private_nats.url, {"JOB_MAX_AGE_SECONDS": "60"}) as (
         tasks,
         _runtime,
     ):

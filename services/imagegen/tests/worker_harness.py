@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from imagegen.app import Runtime
+from imagegen.app import Rendering
 from imagegen.config import ImagegenConfig
 from kiln.common import bus, config, jetstream
 from kiln.imagegen.v1 import imagegen_pb2, jobs_pb2
@@ -212,10 +212,10 @@ async def tasks_side(nats_url: str, settings: ImagegenConfig) -> AsyncIterator[T
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: ImagegenConfig, grace: float = 2.0) -> AsyncIterator[Runtime]:
+async def running_worker(settings: ImagegenConfig, grace: float = 2.0) -> AsyncIterator[Rendering]:
     """An in-process worker (no gRPC server), stopped at the end."""
     nc = await nats.connect(settings.nats_url)
-    runtime = await Runtime.start(settings, nc)
+    runtime = await Rendering.start(settings, nc)
     try:
         yield runtime
     finally:
@@ -226,7 +226,7 @@ async def running_worker(settings: ImagegenConfig, grace: float = 2.0) -> AsyncI
 @contextlib.asynccontextmanager
 async def bus_with_worker(
     nats_url: str, env: Mapping[str, str] | None = None
-) -> AsyncIterator[tuple[TasksSide, Runtime]]:
+) -> AsyncIterator[tuple[TasksSide, Rendering]]:
     """The tasks side and one in-process worker on `nats_url`."""
     settings = worker_config(nats_url, **dict(env or {}))
     async with tasks_side(nats_url, settings) as side, running_worker(settings) as runtime:

@@ -13,6 +13,7 @@ import nats.js.errors
 import pytest
 
 from kiln.common import bus
+from kiln.common.testing.status import error_reason
 from kiln.tasks.v1 import tasks_pb2
 from tasks import testing as h
 
@@ -60,7 +61,8 @@ async def test_cancel_mid_run_keeps_finished_work(server: h.Running, worker: h.F
 async def test_retry_requeues_failed_and_cancelled_as_new_attempts(
     server: h.Running, worker: h.FakeWorker
 ) -> None:
-    """RetryTask refuses a running task and a task with nothing to retry; on a finished task
+    """RetryTask refuses a running task and a task with nothing to retry (FAILED_PRECONDITION,
+    told apart by their reasons TASK_STILL_RUNNING and NOTHING_TO_RETRY); on a finished task
     it creates new subtask rows (retried_from, next attempt) for the failed ones, publishes
     them, and the task can then succeed with exact counts."""
     alice = server.client("alice")
@@ -68,6 +70,7 @@ async def test_retry_requeues_failed_and_cancelled_as_new_attempts(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await alice.tasks.RetryTask(tasks_pb2.RetryTaskRequest(task_id=task.id))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(caught.value) == "TASK_STILL_RUNNING"
     jobs = await worker.fetch_exactly(3)
     await worker.succeed(*jobs[0])
     await worker.fail(*jobs[1])
@@ -97,6 +100,7 @@ async def test_retry_requeues_failed_and_cancelled_as_new_attempts(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await alice.tasks.RetryTask(tasks_pb2.RetryTaskRequest(task_id=task.id))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(caught.value) == "NOTHING_TO_RETRY"
 
 
 async def test_retry_after_cancel_lifts_the_cancellation(

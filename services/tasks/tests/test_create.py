@@ -231,7 +231,8 @@ async def test_waiting_task_has_queue_position_and_eta(server: h.Running) -> Non
 
 async def test_paging_arguments_are_checked(server: h.Running) -> None:
     """A negative page size, a forged token, or a token reused with other filters is
-    INVALID_ARGUMENT; an id that is not a UUID is NOT_FOUND like any unknown id."""
+    INVALID_ARGUMENT; so is an id that is not a UUID, naming task_id (a well-formed id that
+    names nothing is NOT_FOUND)."""
     alice = server.client("alice")
     task = (await alice.tasks.CreateTask(h.create_request(values=("a", "b", "c")))).task
     first = await alice.tasks.ListSubtasks(
@@ -255,4 +256,5 @@ async def test_paging_arguments_are_checked(server: h.Running) -> None:
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await alice.tasks.GetTask(tasks_pb2.GetTaskRequest(task_id="not-a-uuid"))
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "task_id" in (caught.value.details() or "")

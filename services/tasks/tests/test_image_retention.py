@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
-from kiln.common import bus, interceptors
+from kiln.common import bus
 from kiln.common.testing import NatsServer
+from kiln.common.testing.status import error_reason
 from kiln.common.testing.tokens import TestSigner
 from kiln.tasks.v1 import tasks_pb2
 from tasks import app
@@ -20,16 +20,6 @@ async def _get_image(client: h.Client_, subtask_id: str) -> grpc.aio.AioRpcError
     except grpc.aio.AioRpcError as error:
         return error
     return None
-
-
-def _reason(error: grpc.aio.AioRpcError) -> str:
-    for key, value in error.trailing_metadata() or ():
-        if key == interceptors.STATUS_DETAILS_KEY:
-            for detail in status_pb2.Status.FromString(value).details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return str(info.reason)
-    return ""
 
 
 async def test_an_image_past_its_retention_is_failed_precondition_image_expired(
@@ -65,7 +55,7 @@ async def test_an_image_past_its_retention_is_failed_precondition_image_expired(
         error = outcome[-1]
         assert error is not None
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert _reason(error) == "IMAGE_EXPIRED"
+        assert error_reason(error) == "IMAGE_EXPIRED"
         assert "IMAGES_MAX_AGE_SECONDS" in (error.details() or "")
         assert (await h.get_task(alice, task.id)).state == tasks_pb2.TASK_STATE_SUCCEEDED
     finally:

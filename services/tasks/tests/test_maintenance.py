@@ -35,7 +35,7 @@ async def test_silent_running_subtask_is_requeued_then_failed(
     server = await _start(
         tasks_config,
         signer,
-        TASKS_JOB_TIME_LIMIT_SECONDS="0.5",
+        JOB_TIME_LIMIT_SECONDS="0.5",
         TASKS_JOB_GRACE_SECONDS="0",
         TASKS_MAX_ATTEMPTS="2",
     )
@@ -69,7 +69,7 @@ async def test_silent_running_subtask_is_requeued_then_failed(
 async def test_old_pending_work_expires(tasks_config: TasksConfig, signer: TestSigner) -> None:
     """Subtasks waiting longer than the age limit fail with EXPIRED and the task finishes."""
     server = await _start(
-        tasks_config, signer, TASKS_JOB_AGE_LIMIT_SECONDS="0.5", TASKS_DISPATCH_ENABLED="false"
+        tasks_config, signer, JOB_MAX_AGE_SECONDS="0.5", TASKS_DISPATCH_ENABLED="false"
     )
     try:
         alice = server.client("alice")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kiln.common import errors, ratios
+from kiln.common import errors, ratios, vocabulary
 from tasks import spec as task_spec
 from tasks import validation
 
@@ -365,12 +365,12 @@ def test_known_and_empty_ratios_are_accepted(ratio: str) -> None:
 
 @pytest.mark.parametrize("queue", ["", "fast", "Standard"])
 def test_unknown_queue(queue: str) -> None:
-    """Only standard, lumina and high_priority are queues (the handler maps UNSPECIFIED)."""
+    """Only high_priority, standard and lumina are queues (the handler maps UNSPECIFIED)."""
     found = violations(make_spec(queue=queue))
-    assert found["settings.queue"].endswith("use one of standard, lumina, high_priority")
+    assert found["settings.queue"].endswith("use one of high_priority, standard, lumina")
 
 
-@pytest.mark.parametrize("queue", task_spec.QUEUES)
+@pytest.mark.parametrize("queue", vocabulary.QUEUES)
 def test_known_queues_are_accepted(queue: str) -> None:
     """Each known queue is accepted."""
     assert validation.validate(make_spec(queue=queue), LIMITS) == 2

@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from auth import users
+from auth import user_store
 from kiln.common import bus, jetstream
 from kiln.common.account_states import AccountStates
 from kiln.common.settings import NatsSettings
@@ -125,7 +125,7 @@ class AccountPublisher:
 
     async def _resync(self, kv: KeyValue) -> None:
         async with self._engine.connect() as conn:
-            wanted = await users.account_states(conn)
+            wanted = await user_store.account_states(conn)
         written = 0
         for user_id, state in wanted.items():
             if self._states.get(user_id) != state:
@@ -140,7 +140,7 @@ class AccountPublisher:
             while batch:
                 user_id = next(iter(batch))
                 async with self._engine.connect() as conn:
-                    state = await users.account_state(conn, user_id)
+                    state = await user_store.account_state(conn, user_id)
                 if state is not None:
                     await kv.put(str(user_id), state.encode())
                     self._states.apply(str(user_id), state)

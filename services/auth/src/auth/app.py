@@ -10,16 +10,25 @@ from pathlib import Path
 
 import structlog
 
-from auth import accounts, housekeeping, keys, validation
+from auth import account_usecases, housekeeping, keys, validation
 from auth.account_publisher import AccountPublisher
 from auth.config import AuthConfig
 from auth.core import Core, build_core
 from auth.servicer import AuthServicer
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
-from kiln.common import db, errors, interceptors, migrations, server, startup, textlimits
+from kiln.common import (
+    db,
+    errors,
+    interceptors,
+    migrations,
+    server,
+    startup,
+    textlimits,
+    verifiers,
+)
 from kiln.common.account_states import AccountStates
 from kiln.common.config import ConfigError
-from kiln.common.tokens import StaticKeySource, TokenVerifier
+from kiln.common.tokens import StaticKeySource
 
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -36,7 +45,7 @@ def migrate(config: AuthConfig) -> None:
     migrations.upgrade(MIGRATIONS, config.database_url, SCHEMA)
 
 
-class AuthApp:
+class AuthApp(server.ServiceApp):
     """The auth service's server and everything it owns, startable in-process (tests)."""
 
     def __init__(self, config: AuthConfig, ring: keys.KeyRing) -> None:
@@ -57,12 +66,7 @@ class AuthApp:
             build_core(config, self.engine, ring), account_changed=self.publisher.notify
         )
         # The auth service verifies its own tokens with every key of its ring, locally.
-        verifier = TokenVerifier(
-            StaticKeySource(ring.public_keys),
-            config.jwt_issuer,
-            config.jwt_audience,
-            config.jwt_leeway,
-        )
+        verifier = verifiers.build_verifier(StaticKeySource(ring.public_keys), config)
         self.servicer = AuthServicer(self.core, ring, config.jwt_issuer, config.jwt_audience)
         self.host = server.ServiceHost(
             config,
@@ -105,11 +109,10 @@ class AuthApp:
                     await task
         await self.engine.dispose()
 
-    async def stop(self) -> None:
-        """Stops serving at once and closes everything (tests)."""
-        await self.host.monitor.stop()
-        await self.host.server.stop(0)
-        await self.close()
+
+async def build(config: AuthConfig, ring: keys.KeyRing | None = None) -> AuthApp:
+    """The auth service, ready to start; `ring` defaults to the keys the config names."""
+    return AuthApp(config, keys.load_key_ring(config) if ring is None else ring)
 
 
 async def bootstrap_admin(config: AuthConfig, core: Core) -> None:
@@ -119,7 +122,7 @@ async def bootstrap_admin(config: AuthConfig, core: Core) -> None:
     if not config.bootstrap_admin_password:
         raise ConfigError("AUTH_BOOTSTRAP_ADMIN_PASSWORD", "is required with the email")
     try:
-        created = await accounts.ensure_admin(
+        created = await account_usecases.ensure_admin(
             core,
             config.bootstrap_admin_email,
             config.bootstrap_admin_password,
@@ -151,14 +154,8 @@ async def serve(config: AuthConfig) -> None:
     """Runs the auth service until SIGTERM (after waiting for the schema, if it is old)."""
     ring = load_ring_or_exit(config)  # a bad key is reported before the database is asked
     await startup.wait_for_schema(config, config, MIGRATIONS, SCHEMA, "auth")
-    app = AuthApp(config, ring)
     try:
-        await app.prepare()
-    except ConfigError as exc:
-        await app.close()
+        await server.serve_app(await build(config, ring))
+    except ConfigError as exc:  # the bootstrap admin's settings
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except BaseException:
-        await app.close()
-        raise
-    await server.serve_until_stopped(app.host, [app.close])

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from auth import accounts, keys
+from auth import account_usecases, keys
 from auth.app import MIGRATIONS, SCHEMA
 from auth.config import AuthConfig
 from auth.core import build_core
@@ -57,7 +57,7 @@ async def create_admin(settings: AuthConfig, email: str, password: str, name: st
         key = ed25519.Ed25519PrivateKey.generate()
         ring = keys.KeyRing("cli", key, {"cli": key.public_key()})
         core = build_core(settings, engine, ring)
-        user = await accounts.create_account(core, email, password, name, Role.ADMIN)
+        user = await account_usecases.create_account(core, email, password, name, Role.ADMIN)
         return str(user.id)
     finally:
         await engine.dispose()

@@ -27,7 +27,9 @@ class HashGate:
     async def acquire(self) -> None:
         """Takes a slot, waiting if the queue has room; RESOURCE_EXHAUSTED if it has none."""
         if self._slots.locked() and self._waiting >= self._max_waiting:
-            raise errors.ResourceExhausted(BUSY_MESSAGE, retry_after=1.0)
+            raise errors.ResourceExhausted(
+                BUSY_MESSAGE, reason="REGISTRATION_BUSY", retry_after=1.0
+            )
         self._waiting += 1
         try:
             await self._slots.acquire()

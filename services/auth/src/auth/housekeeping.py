@@ -7,7 +7,7 @@ import asyncio
 import sqlalchemy.exc
 import structlog
 
-from auth import refresh
+from auth import refresh_token_store
 from auth.core import Core
 
 log = structlog.get_logger("auth.housekeeping")
@@ -17,7 +17,7 @@ async def run_once(core: Core) -> tuple[int, int]:
     """Deletes what has expired; returns (refresh tokens, throttle counters) deleted."""
     now = core.clock()
     async with core.engine.begin() as conn:
-        tokens = await refresh.prune(conn, now)
+        tokens = await refresh_token_store.prune(conn, now)
         counters = await core.throttle.prune(conn, now)
     return tokens, counters
 

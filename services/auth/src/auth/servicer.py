@@ -8,13 +8,14 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from auth import accounts, credentials, sessions
+from auth import account_usecases, apikey_usecases, session_usecases
 from auth.core import Core
 from auth.keys import KeyRing
 from auth.models import ApiKey, TokenPair, User
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
 from kiln.common import errors, principal
 from kiln.common.principal import Role
+from kiln.common.timestamps import timestamp
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no annotations
 
@@ -26,14 +27,6 @@ _ROLE_FROM_PROTO: dict[int, Role] = {number: role for role, number in _ROLE_TO_P
 _MASKABLE = ("display_name", "role", "active")
 
 
-def _timestamp(moment: datetime.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if moment is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _user(user: User) -> auth_pb2.User:
     return auth_pb2.User(
         id=str(user.id),
@@ -41,8 +34,8 @@ def _user(user: User) -> auth_pb2.User:
         display_name=user.display_name,
         role=_ROLE_TO_PROTO[user.role],
         active=user.active,
-        create_time=_timestamp(user.create_time),
-        update_time=_timestamp(user.update_time),
+        create_time=timestamp(user.create_time),
+        update_time=timestamp(user.update_time),
     )
 
 
@@ -53,19 +46,19 @@ def _api_key(key: ApiKey) -> auth_pb2.ApiKey:
         prefix=key.prefix,
         role=_ROLE_TO_PROTO[key.role],
         user_id=str(key.user_id),
-        create_time=_timestamp(key.create_time),
-        expire_time=_timestamp(key.expire_time),
-        revoke_time=_timestamp(key.revoke_time),
-        last_used_time=_timestamp(key.last_used_time),
+        create_time=timestamp(key.create_time),
+        expire_time=timestamp(key.expire_time),
+        revoke_time=timestamp(key.revoke_time),
+        last_used_time=timestamp(key.last_used_time),
     )
 
 
 def _tokens(pair: TokenPair) -> auth_pb2.TokenPair:
     return auth_pb2.TokenPair(
         access_token=pair.access_token,
-        access_token_expire_time=_timestamp(pair.access_token_expire_time),
+        access_token_expire_time=timestamp(pair.access_token_expire_time),
         refresh_token=pair.refresh_token or "",
-        refresh_token_expire_time=_timestamp(pair.refresh_token_expire_time),
+        refresh_token_expire_time=timestamp(pair.refresh_token_expire_time),
         token_type="Bearer",  # noqa: S106 - the scheme name, not a secret
     )
 
@@ -96,7 +89,7 @@ def client_address(peer: str) -> str | None:
     return None
 
 
-def user_changes(request: auth_pb2.UpdateUserRequest) -> accounts.UserChanges:
+def user_changes(request: auth_pb2.UpdateUserRequest) -> account_usecases.UserChanges:
     """The changes an UpdateUser request asks for, by its field mask."""
     paths = list(request.update_mask.paths)
     if not paths:
@@ -112,7 +105,7 @@ def user_changes(request: auth_pb2.UpdateUserRequest) -> accounts.UserChanges:
             f"cannot change {', '.join(unknown)}; only {', '.join(_MASKABLE)}",
         )
     user = request.user
-    return accounts.UserChanges(
+    return account_usecases.UserChanges(
         display_name=user.display_name if "display_name" in paths else None,
         role=_role("user.role", user.role, optional=False) if "role" in paths else None,
         active=user.active if "active" in paths else None,
@@ -131,7 +124,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: Context
     ) -> auth_pb2.RegisterResponse:
-        user = await accounts.register(
+        user = await account_usecases.register(
             self._core,
             request.email,
             request.password,
@@ -146,11 +139,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         address = client_address(context.peer())
         kind = request.WhichOneof("credential")
         if kind == "password":
-            pair, user = await sessions.login_with_password(
+            pair, user = await session_usecases.login_with_password(
                 self._core, request.password.email, request.password.password, address
             )
         elif kind == "api_key":
-            pair, user = await sessions.login_with_api_key(
+            pair, user = await session_usecases.login_with_api_key(
                 self._core, request.api_key.api_key, address
             )
         else:
@@ -160,13 +153,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def RefreshToken(
         self, request: auth_pb2.RefreshTokenRequest, context: Context
     ) -> auth_pb2.RefreshTokenResponse:
-        pair = await sessions.rotate(self._core, request.refresh_token)
+        pair = await session_usecases.rotate(self._core, request.refresh_token)
         return auth_pb2.RefreshTokenResponse(tokens=_tokens(pair))
 
     async def Logout(
         self, request: auth_pb2.LogoutRequest, context: Context
     ) -> auth_pb2.LogoutResponse:
-        await sessions.logout(
+        await session_usecases.logout(
             self._core, principal.current(), request.refresh_token, request.all_sessions
         )
         return auth_pb2.LogoutResponse()
@@ -174,13 +167,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def GetCurrentUser(
         self, request: auth_pb2.GetCurrentUserRequest, context: Context
     ) -> auth_pb2.GetCurrentUserResponse:
-        user = await accounts.current_user(self._core, principal.current())
+        user = await account_usecases.current_user(self._core, principal.current())
         return auth_pb2.GetCurrentUserResponse(user=_user(user))
 
     async def ChangePassword(
         self, request: auth_pb2.ChangePasswordRequest, context: Context
     ) -> auth_pb2.ChangePasswordResponse:
-        await sessions.change_password(
+        await session_usecases.change_password(
             self._core, principal.current(), request.old_password, request.new_password
         )
         return auth_pb2.ChangePasswordResponse()
@@ -193,7 +186,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             if request.HasField("expire_time")
             else None
         )
-        api_key, secret = await credentials.create(
+        api_key, secret = await apikey_usecases.create(
             self._core,
             request.name,
             _role("role", request.role, optional=True),
@@ -205,7 +198,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ListApiKeys(
         self, request: auth_pb2.ListApiKeysRequest, context: Context
     ) -> auth_pb2.ListApiKeysResponse:
-        page = await credentials.list_keys(
+        page = await apikey_usecases.list_keys(
             self._core, request.page_size, request.page_token, request.include_revoked
         )
         return auth_pb2.ListApiKeysResponse(
@@ -215,13 +208,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def RevokeApiKey(
         self, request: auth_pb2.RevokeApiKeyRequest, context: Context
     ) -> auth_pb2.RevokeApiKeyResponse:
-        api_key = await credentials.revoke(self._core, request.id)
+        api_key = await apikey_usecases.revoke(self._core, request.id)
         return auth_pb2.RevokeApiKeyResponse(api_key=_api_key(api_key))
 
     async def ListUsers(
         self, request: auth_pb2.ListUsersRequest, context: Context
     ) -> auth_pb2.ListUsersResponse:
-        page = await accounts.list_users(
+        page = await account_usecases.list_users(
             self._core, request.page_size, request.page_token, request.search
         )
         return auth_pb2.ListUsersResponse(
@@ -231,21 +224,23 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def GetUser(
         self, request: auth_pb2.GetUserRequest, context: Context
     ) -> auth_pb2.GetUserResponse:
-        user = await accounts.get_user(self._core, request.id)
+        user = await account_usecases.get_user(self._core, request.id)
         return auth_pb2.GetUserResponse(user=_user(user))
 
     async def UpdateUser(
         self, request: auth_pb2.UpdateUserRequest, context: Context
     ) -> auth_pb2.UpdateUserResponse:
-        await accounts.require_admin(self._core)  # before any field check reveals anything
-        user = await accounts.update_user(self._core, request.user.id, user_changes(request))
+        await account_usecases.require_admin(self._core)  # before any field check reveals anything
+        user = await account_usecases.update_user(
+            self._core, request.user.id, user_changes(request)
+        )
         return auth_pb2.UpdateUserResponse(user=_user(user))
 
     async def CreateUser(
         self, request: auth_pb2.CreateUserRequest, context: Context
     ) -> auth_pb2.CreateUserResponse:
-        await accounts.require_admin(self._core)  # before any field check reveals anything
-        user = await accounts.create_user(
+        await account_usecases.require_admin(self._core)  # before any field check reveals anything
+        user = await account_usecases.create_user(
             self._core,
             request.email,
             request.password,

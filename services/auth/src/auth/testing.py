@@ -12,7 +12,7 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from auth import accounts, app, keys
+from auth import account_usecases, app
 from auth.config import AuthConfig
 from kiln.auth.v1 import auth_pb2, auth_pb2_grpc
 from kiln.common import config
@@ -133,14 +133,14 @@ class AuthServer:
     async def admin(self) -> Account:
         """A fresh admin, signed in (created the way create-admin does)."""
         email = new_email()
-        await accounts.create_account(self.app.core, email, PASSWORD, "Admin", Role.ADMIN)
+        await account_usecases.create_account(self.app.core, email, PASSWORD, "Admin", Role.ADMIN)
         response = await self.login(email)
         return Account(email, PASSWORD, response.user, response.tokens)
 
 
 async def start_server(cfg: AuthConfig) -> AuthServer:
     """Starts an auth server in this process for `cfg`."""
-    auth_app = app.AuthApp(cfg, keys.load_key_ring(cfg))
+    auth_app = await app.build(cfg)
     port = await auth_app.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     return AuthServer(auth_app, channel, auth_pb2_grpc.AuthServiceStub(channel), port)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 from auth import passwords
 from kiln.common import errors, paging, textlimits
@@ -77,16 +76,6 @@ def search_violations(field: str, text: str) -> list[errors.FieldViolation]:
     if not text.isprintable():
         return [errors.FieldViolation(field, "must not contain control characters")]
     return []
-
-
-def parse_id(field: str, value: str) -> uuid.UUID:
-    """A UUID from a request field; INVALID_ARGUMENT naming the field otherwise."""
-    if not value:
-        raise errors.InvalidArgument.field(field, "is required")
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise errors.InvalidArgument.field(field, "must be a UUID") from None
 
 
 def raise_if(violations: list[errors.FieldViolation]) -> None:

@@ -1,6 +1,7 @@
 """Wires an imagegen worker process: NATS, the job worker, heartbeats, the gRPC server.
 
-SIGTERM: health goes NOT_SERVING, the worker stops fetching, running jobs get
+`build()` returns an `ImagegenApp` that `kiln.common.server.serve_app` runs, like every
+service. SIGTERM: health goes NOT_SERVING, the worker stops fetching, running jobs get
 GRACE_PERIOD_SECONDS to finish, the rest are handed back (`nak`, no delay), the heartbeat
 is deleted, and the process exits 0.
 """
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import signal
 
+import grpc
 import structlog
 from nats.aio.client import Client
 
-from imagegen import generation, pipeline, polish, providers, retry, shared_polish
+from imagegen import generation, pipeline, polish, providers, retry, reuse, shared_polish
 from imagegen.config import ImagegenConfig
 from imagegen.controls import Controls
 from imagegen.heartbeat import Heartbeat, WorkerStats, new_worker_id
@@ -23,7 +24,7 @@ from imagegen.polish_cache import PolishCache
 from imagegen.servicer import ImageGenServicer
 from imagegen.store import ImageStore
 from imagegen.worker import Worker
-from kiln.common import bus, interceptors, jetstream, jwks, server, textlimits, tls
+from kiln.common import bus, interceptors, jetstream, server, textlimits, verifiers
 from kiln.common.account_states import AccountStates
 from kiln.common.tokens import TokenVerifier
 from kiln.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
@@ -35,8 +36,9 @@ log = structlog.get_logger("imagegen.app")
 
 
 @dataclasses.dataclass
-class Runtime:
-    """Everything a running worker process holds."""
+class Rendering:
+    """The job-rendering half of a worker process: controls, pipeline, runner, the fetching
+    worker and its heartbeat (the gRPC half is the `ServiceHost` of `ImagegenApp`)."""
 
     config: ImagegenConfig
     worker_id: str
@@ -49,7 +51,7 @@ class Runtime:
     generator: generation.Generator
 
     @classmethod
-    async def start(cls, config: ImagegenConfig, nc: Client) -> Runtime:
+    async def start(cls, config: ImagegenConfig, nc: Client) -> Rendering:
         """Waits until the bus is provisioned, then starts watching controls, heartbeating and
         fetching.
 
@@ -75,17 +77,19 @@ class Runtime:
                 ),
             ),
         )
+        store = await ImageStore.open(js)
         runner = JobRunner(
             nc=nc,
             worker_id=worker_id,
             settings=runner_settings(config),
             pipeline=images,
-            store=await ImageStore.open(js),
+            store=store,
             controls=controls,
             backoff=retry.Backoff(
                 config.retry_backoff_min, config.retry_backoff_max, config.retry_jitter
             ),
             stats=stats,
+            index=await reuse.ResultIndex.open(js, store, provider_identities(config, built)),
         )
         worker = Worker(
             js,
@@ -128,13 +132,23 @@ def build_providers(config: ImagegenConfig) -> dict[str, providers.Provider]:
     }
 
 
+def provider_identities(
+    config: ImagegenConfig, built: dict[str, providers.Provider]
+) -> dict[str, str]:
+    """Each served queue's provider identity, part of every render key (see `reuse`)."""
+    return {
+        q: reuse.provider_identity(config.provider_kind(q), config.provider_options(q), p.model)
+        for q, p in built.items()
+    }
+
+
 def runner_settings(config: ImagegenConfig) -> RunnerSettings:
     """The job runner's limits from the config."""
     return RunnerSettings(
         ack_wait=config.job_ack_wait,
         max_deliver=config.job_max_deliver,
-        time_limit=config.time_limit,
-        age_limit=config.age_limit,
+        time_limit=config.job_time_limit,
+        age_limit=config.job_max_age,
         paused_delay=config.paused_delay,
         publish_retry_delay=config.publish_retry_delay,
         check_interval=config.check_interval,
@@ -145,7 +159,7 @@ def runner_settings(config: ImagegenConfig) -> RunnerSettings:
 
 def build_host(
     config: ImagegenConfig,
-    runtime: Runtime,
+    rendering: Rendering,
     nc: Client,
     verifier: TokenVerifier,
     accounts: AccountStates | None = None,
@@ -155,7 +169,7 @@ def build_host(
     dependencies = [server.Dependency("nats", lambda: jetstream.ping(nc))]
     if accounts is not None:
         dependencies.append(server.Dependency("account_states", accounts.ready))
-    servicer = ImageGenServicer(runtime.generator, config.worker_queues)
+    servicer = ImageGenServicer(rendering.generator, config.worker_queues)
     return server.ServiceHost(
         config,
         [
@@ -172,41 +186,76 @@ def build_host(
     )
 
 
-async def serve(config: ImagegenConfig) -> None:
-    """Runs a worker process until SIGTERM."""
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+@dataclasses.dataclass
+class ImagegenApp(server.ServiceApp):
+    """A built worker process: rendering under way, the gRPC host ready to start."""
+
+    config: ImagegenConfig
+    nc: Client
+    rendering: Rendering
+    host: server.ServiceHost
+    accounts: AccountStates
+    watching: asyncio.Task[None]
+    auth_channel: grpc.aio.Channel
+    drained: bool = False
+
+    async def start(self) -> int:
+        """Waits (briefly) for the account states, then serves; returns the port."""
+        await self.accounts.wait_ready(_ACCOUNTS_REPLAY_SECONDS)
+        port = await self.host.start()
+        log.info("imagegen_ready", worker_id=self.rendering.worker_id)
+        return port
+
+    async def drain(self) -> None:
+        """Stops fetching; running jobs get GRACE_PERIOD_SECONDS, the rest are handed back."""
+        self.drained = True
+        await self.rendering.stop(self.config.grace_period)
+
+    async def close(self) -> None:
+        """Hands back whatever was fetched (unless drained), then closes the connections."""
+        try:
+            if not self.drained:
+                await self.rendering.stop(0)
+        finally:
+            await _close_connections(self.watching, self.auth_channel, self.nc)
+
+
+async def _close_connections(
+    watching: asyncio.Task[None], auth_channel: grpc.aio.Channel, nc: Client
+) -> None:
+    watching.cancel()
+    await auth_channel.close()
+    await nc.drain()
+
+
+async def build(config: ImagegenConfig) -> ImagegenApp:
+    """Connects to NATS, starts rendering once the bus is provisioned, and assembles the
+    server. ValueError (naming the option) when a provider or polisher is misconfigured."""
     nc = await jetstream.connect(config, "imagegen")
-    auth_channel = tls.channel(config.auth_target, config)
+    verifier, auth_channel = verifiers.auth_service_verifier(config.auth_target, config, config)
     # Until the first replay of the account states has arrived: NOT_SERVING, and
     # authenticated calls get UNAVAILABLE (kiln.common.account_states).
     accounts = AccountStates()
     watching = asyncio.create_task(accounts.run(nc), name="account-states")
     try:
-        try:
-            runtime = await Runtime.start(config, nc)
-        except ValueError as error:  # a provider or polisher option; the message names it
-            log.error("config_invalid", problem=str(error))  # noqa: TRY400 - no traceback needed
-            raise SystemExit(2) from None
-        verifier = TokenVerifier(
-            jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
-            config.jwt_issuer,
-            config.jwt_audience,
-            config.jwt_leeway,
-        )
-        await accounts.wait_ready(_ACCOUNTS_REPLAY_SECONDS)
-        host = build_host(config, runtime, nc, verifier, accounts)
-        try:
-            await host.start()
-        except BaseException:
-            await runtime.stop(0)  # hand back whatever was fetched already
-            raise
-        log.info("imagegen_ready", worker_id=runtime.worker_id)
-        await stopping.wait()
-        await asyncio.gather(runtime.stop(config.grace_period), host.shutdown())
-    finally:
-        watching.cancel()
-        await auth_channel.close()
-        await nc.drain()
+        rendering = await Rendering.start(config, nc)
+    except BaseException:
+        await _close_connections(watching, auth_channel, nc)
+        raise
+    try:
+        host = build_host(config, rendering, nc, verifier, accounts)  # TLS files are read here
+    except BaseException:
+        await rendering.stop(0)  # hand back whatever was fetched already
+        await _close_connections(watching, auth_channel, nc)
+        raise
+    return ImagegenApp(config, nc, rendering, host, accounts, watching, auth_channel)
+
+
+async def serve(config: ImagegenConfig) -> None:
+    """Runs a worker process until SIGTERM."""
+    try:
+        app = await build(config)
+    except ValueError as error:  # a provider or polisher option; the message names it
+        log.error("config_invalid", problem=str(error))  # noqa: TRY400 - no traceback needed
+        raise SystemExit(2) from None
+    await server.serve_app(app)

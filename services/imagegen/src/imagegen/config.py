@@ -135,19 +135,6 @@ class ImagegenConfig(
         4096,
         check=positive,
     )
-    time_limit: float = setting(
-        "IMAGEGEN_TIME_LIMIT_SECONDS",
-        "Longest one job may polish, render and store; past it the attempt fails with "
-        "TIME_LIMIT (retryable).",
-        300.0,
-        check=positive,
-    )
-    age_limit: float = setting(
-        "IMAGEGEN_AGE_LIMIT_SECONDS",
-        "A job whose subtask is older than this fails with EXPIRED, not retried.",
-        86400.0,
-        check=positive,
-    )
     retry_backoff_min: float = setting(
         "IMAGEGEN_RETRY_BACKOFF_MIN_SECONDS",
         "Delay before the first retry; doubles with each delivery.",

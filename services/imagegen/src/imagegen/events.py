@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 
 import structlog
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 from nats.js import JetStreamContext
 
 from imagegen import retry
 from imagegen.jobspec import Delivery
-from kiln.common import bus
+from kiln.common import bus, job_errors, timestamps
 from kiln.imagegen.v1 import jobs_pb2
 
 log = structlog.get_logger("imagegen.events")
@@ -61,9 +60,7 @@ class JobEvents:
         event.delivery = self._delivery.delivery
         event.sequence = self._sequence
         event.worker_id = self._worker_id
-        stamp = timestamp_pb2.Timestamp()
-        stamp.FromDatetime(datetime.datetime.now(datetime.UTC))
-        event.time.CopyFrom(stamp)
+        event.time.CopyFrom(timestamps.now())
         data = event.SerializeToString()
         headers = {bus.MSG_ID_HEADER: event.event_id}
         for attempt in range(1, tries + 1):
@@ -123,7 +120,7 @@ class JobEvents:
             jobs_pb2.SubtaskEvent(
                 kind=jobs_pb2.SUBTASK_EVENT_KIND_CANCELLED,
                 error=jobs_pb2.JobError(
-                    type="CANCELLED", message="the task was cancelled", retryable=False
+                    type=job_errors.CANCELLED, message="the task was cancelled", retryable=False
                 ),
             )
         )

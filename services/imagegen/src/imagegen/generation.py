@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from imagegen import events, imaging, pipeline, providers
 from imagegen.config import ImagegenConfig
 from imagegen.providers import instant, procedural
-from kiln.common import errors, principal, ratios, textlimits
+from kiln.common import errors, principal, ratios, textlimits, vocabulary
 from kiln.common.bus import QUEUES
 from kiln.imagegen.v1 import imagegen_pb2
 
@@ -28,12 +28,6 @@ TEXT_LIMITS = textlimits.TextLimits(
     },
 )
 """Every text field of every ImageGenService request is at most this long."""
-_FORMATS = {
-    imagegen_pb2.IMAGE_FORMAT_UNSPECIFIED: imaging.ImageFormat.PNG,
-    imagegen_pb2.IMAGE_FORMAT_PNG: imaging.ImageFormat.PNG,
-    imagegen_pb2.IMAGE_FORMAT_WEBP: imaging.ImageFormat.WEBP,
-    imagegen_pb2.IMAGE_FORMAT_JPEG: imaging.ImageFormat.JPEG,
-}
 _SEED_RANGE = 2**31
 
 
@@ -64,12 +58,14 @@ def validate(request: imagegen_pb2.GenerateRequest, served: tuple[str, ...]) -> 
     ratio = request.ratio or ratios.DEFAULT_RATIO
     if ratio not in ratios.RATIO_SIZES:
         bad("ratio", f"must be one of {', '.join(ratios.RATIO_SIZES)}")
-    queue = request.queue or served[0]
+    queue = _named_queue(request, bad) or served[0]
+    queue_field = "queue_value" if request.queue_value and not request.queue else "queue"
     if queue not in QUEUES:
-        bad("queue", f"must be one of {', '.join(QUEUES)}")
+        bad(queue_field, f"must be one of {', '.join(QUEUES)}")
     elif queue not in served:
-        bad("queue", f"this worker serves {', '.join(served)}")
-    if request.format not in _FORMATS:
+        bad(queue_field, f"this worker serves {', '.join(served)}")
+    image_format = imaging.format_of(request.format)
+    if image_format is None:
         bad("format", "unknown image format")
     if request.HasField("seed") and not 0 <= request.seed < 2**63:
         bad("seed", "must be 0 or more")
@@ -87,9 +83,23 @@ def validate(request: imagegen_pb2.GenerateRequest, served: tuple[str, ...]) -> 
             seed=seed,
             negative_prompt=request.negative_prompt,
         ),
-        image_format=_FORMATS[request.format],
+        image_format=image_format or imaging.ImageFormat.PNG,  # None was refused above
         use_polish=request.use_polish,
     )
+
+
+def _named_queue(request: imagegen_pb2.GenerateRequest, bad: Callable[[str, str], None]) -> str:
+    """The queue the request names, by name or as the tasks API spells it ("" for none)."""
+    if not request.queue_value:
+        return request.queue
+    named = vocabulary.QUEUE_NAMES.get(request.queue_value)
+    if named is None:
+        bad("queue_value", f"unknown Queue value {request.queue_value}")
+    elif request.queue and request.queue != named:
+        bad("queue_value", f"names {named} but queue names {request.queue}; set one of them")
+    else:
+        return named
+    return request.queue
 
 
 def to_kiln_error(error: providers.RenderError) -> errors.KilnError:
@@ -99,10 +109,12 @@ def to_kiln_error(error: providers.RenderError) -> errors.KilnError:
     if isinstance(error, providers.UnsupportedSize):
         return errors.InvalidArgument.field("ratio", error.message)
     if isinstance(error, providers.RateLimited):
-        return errors.ResourceExhausted(error.message, retry_after=error.retry_after)
+        return errors.ResourceExhausted(
+            error.message, reason="PROVIDER_RATE_LIMITED", retry_after=error.retry_after
+        )
     if error.retryable:
-        return errors.Unavailable(error.message)
-    return errors.FailedPrecondition(error.message)
+        return errors.Unavailable(error.message, reason="PROVIDER_UNAVAILABLE")
+    return errors.FailedPrecondition(error.message, reason="RENDER_FAILED")
 
 
 class QueuePaused(errors.FailedPrecondition):
@@ -127,6 +139,7 @@ class UserSlots:
             raise errors.ResourceExhausted(
                 f"you already have {running} Generate calls running on this worker, the "
                 f"limit is {self.limit}; wait for one to finish",
+                reason="TOO_MANY_GENERATE_CALLS",
                 retry_after=1.0,
             )
         self.active[user_id] = running + 1
@@ -193,7 +206,7 @@ class Generator:
         self, spec: GenerateSpec, progress: providers.ProgressCallback
     ) -> imagegen_pb2.GeneratedImage:
         try:
-            async with asyncio.timeout(self._config.time_limit):
+            async with asyncio.timeout(self._config.job_time_limit):
                 rendered = await self._pipeline.render(
                     spec.queue, spec.request, use_polish=spec.use_polish, progress=progress
                 )
@@ -210,7 +223,9 @@ class Generator:
         except providers.RenderError as error:
             raise to_kiln_error(error) from None
         except TimeoutError:
-            raise errors.Unavailable("the image took too long to render; try again") from None
+            raise errors.Unavailable(
+                "the image took too long to render; try again", reason="RENDER_TIMEOUT"
+            ) from None
         return imagegen_pb2.GeneratedImage(
             data=encoded.image.data,
             content_type=encoded.image.content_type,

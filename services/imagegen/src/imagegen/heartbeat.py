@@ -12,12 +12,11 @@ import secrets
 import socket
 
 import structlog
-from google.protobuf import timestamp_pb2
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from imagegen import imaging
-from kiln.common import bus
+from kiln.common import bus, timestamps
 from kiln.imagegen.v1 import jobs_pb2
 
 log = structlog.get_logger("imagegen.heartbeat")
@@ -29,12 +28,6 @@ def new_worker_id() -> str:
     """`<host>-<pid>-<random>`, usable as a KV key."""
     host = _KEY_UNSAFE.sub("_", socket.gethostname()) or "host"
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def _timestamp(when: datetime.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 @dataclasses.dataclass
@@ -79,8 +72,8 @@ class Heartbeat:
             processed=self._stats.processed,
             failed=self._stats.failed,
             version=imaging.KILN_VERSION,
-            start_time=_timestamp(self._started),
-            time=_timestamp(datetime.datetime.now(datetime.UTC)),
+            start_time=timestamps.timestamp(self._started),
+            time=timestamps.now(),
             hostname=socket.gethostname(),
         )
 

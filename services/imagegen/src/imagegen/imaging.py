@@ -24,6 +24,8 @@ import json
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from kiln.common import vocabulary
+
 THUMBNAIL_SIDE = 256
 
 _PNG_KEY = "kiln:provenance"
@@ -69,6 +71,13 @@ _CONTENT_TYPES = {
     ImageFormat.WEBP: "image/webp",
     ImageFormat.JPEG: "image/jpeg",
 }
+
+
+def format_of(value: int) -> ImageFormat | None:
+    """The format a `kiln.imagegen.v1.ImageFormat` value of a Job or a Generate request asks
+    for (UNSPECIFIED: the default); None for a number this code does not know."""
+    name = vocabulary.IMAGE_FORMAT_NAMES.get(value)
+    return None if name is None else ImageFormat(name)
 
 
 @dataclasses.dataclass(frozen=True)

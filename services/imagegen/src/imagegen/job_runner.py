@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import hashlib
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -21,10 +22,11 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from imagegen import events, faults, imaging, jobspec, metrics, pipeline, providers, retry
+from imagegen import events, faults, imaging, jobspec, metrics, pipeline, providers, retry, reuse
 from imagegen.controls import Controls
 from imagegen.heartbeat import WorkerStats
 from imagegen.store import ImageStore, StoreFailed
+from kiln.common import job_errors
 from kiln.imagegen.v1 import jobs_pb2
 
 log = structlog.get_logger("imagegen.job")
@@ -125,6 +127,7 @@ class JobRunner:
         controls: Controls,
         backoff: retry.Backoff,
         stats: WorkerStats,
+        index: reuse.ResultIndex | None = None,
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream()
@@ -135,6 +138,7 @@ class JobRunner:
         self._controls = controls
         self._backoff = backoff
         self._stats = stats
+        self._index = index
 
     async def run(self, msg: Msg, queue: str, active: ActiveJob) -> None:
         """Handles one delivery of a job fetched from `queue`; never raises."""
@@ -247,9 +251,12 @@ class JobRunner:
         await _settle(context.msg.ack_sync(), "ack")
         self._stats.processed += 1
         metrics.job_done(context.queue, "succeeded")
-        metrics.RENDER_SECONDS.labels(queue=context.queue).observe(
-            result.render_duration.ToNanoseconds() / 1e9
-        )
+        if result.reused_from_subtask_id:
+            metrics.RESULTS_REUSED.labels(queue=context.queue).inc()
+        else:
+            metrics.RENDER_SECONDS.labels(queue=context.queue).observe(
+                result.render_duration.ToNanoseconds() / 1e9
+            )
         latency = jobspec.age_seconds(context.delivery.job, datetime.datetime.now(datetime.UTC))
         if latency is not None:
             metrics.JOB_LATENCY_SECONDS.labels(queue=context.queue).observe(max(0.0, latency))
@@ -258,6 +265,7 @@ class JobRunner:
             object_name=result.object_name,
             size_bytes=result.size_bytes,
             render_ms=result.render_duration.ToMilliseconds(),
+            reused_from=result.reused_from_subtask_id or None,
         )
 
     def _classify(self, error: Exception, context: _Context) -> retry.Failure:
@@ -272,7 +280,8 @@ class JobRunner:
         return retry.worker_error()
 
     async def _produce(self, context: _Context, lease: Lease) -> jobs_pb2.JobResult:
-        """Polish, render, encode and store, under the time limit."""
+        """Polish, then copy a reusable stored image or render, encode and store, under the
+        time limit."""
         job = context.delivery.job
         faults.crash_if_marked(self._settings.crash_marker, job.prompt)
         progress = _Throttled(context.events, self._settings.progress_interval, lease)
@@ -284,8 +293,14 @@ class JobRunner:
             negative_prompt=job.negative_prompt,
         )
         async with asyncio.timeout(self._settings.time_limit):
-            rendered = await self._pipeline.render(
-                context.queue, request, use_polish=job.use_polish, progress=progress
+            prepared = await self._pipeline.prepare(request, use_polish=job.use_polish)
+            key = self._render_key(job, context.queue, prepared)
+            if key is not None and job.reuse_results:
+                found = await self._index.find(job, context.queue, key) if self._index else None
+                if found is not None:
+                    return await self._copy(context, lease, prepared, found, key)
+            rendered = await self._pipeline.render_prepared(
+                context.queue, prepared, progress=progress
             )
             provenance = imaging.Provenance(
                 prompt=rendered.prompt,
@@ -302,6 +317,7 @@ class JobRunner:
                 self._store.put(jobspec.thumbnail_name(job), encoded.thumbnail),
             )
             stored = time.perf_counter() - started + encoded.seconds
+            await self._record(job, key, encoded.image.width, encoded.image.height)
         return jobs_pb2.JobResult(
             object_name=jobspec.object_name(job),
             thumbnail_object_name=jobspec.thumbnail_name(job),
@@ -317,6 +333,64 @@ class JobRunner:
             model=rendered.model,
         )
 
+    def _render_key(self, job: jobs_pb2.Job, queue: str, prepared: pipeline.Prepared) -> str | None:
+        """The job's render key when its task reuses or shares results (and has an owner to
+        scope them by); None when the index plays no part."""
+        if self._index is None or not job.owner_id:
+            return None
+        if not (job.reuse_results or job.share_results):
+            return None
+        return self._index.render_key(job, queue, prepared.request.prompt)
+
+    async def _record(self, job: jobs_pb2.Job, key: str | None, width: int, height: int) -> None:
+        if key is None or self._index is None:
+            return
+        entry = reuse.StoredImage(
+            subtask_id=job.subtask_id,
+            object_name=jobspec.object_name(job),
+            thumbnail_object_name=jobspec.thumbnail_name(job),
+            width=width,
+            height=height,
+        )
+        await self._index.record(job, key, entry)
+
+    async def _copy(
+        self,
+        context: _Context,
+        lease: Lease,
+        prepared: pipeline.Prepared,
+        found: reuse.Found,
+        key: str,
+    ) -> jobs_pb2.JobResult:
+        """Stores a copy of a reusable image under the job's own names (see `reuse`)."""
+        job = context.delivery.job
+        content_type = jobspec.image_format(job).content_type
+        lease.check()  # never overwrite the image of a delivery we may no longer own
+        started = time.perf_counter()
+        await asyncio.gather(
+            self._store.put_bytes(jobspec.object_name(job), found.image, content_type),
+            self._store.put_bytes(
+                jobspec.thumbnail_name(job), found.thumbnail, imaging.ImageFormat.WEBP.content_type
+            ),
+        )
+        stored = time.perf_counter() - started
+        # The copy becomes the entry: it outlives the source by the time between the two.
+        await self._record(job, key, found.source.width, found.source.height)
+        return jobs_pb2.JobResult(
+            object_name=jobspec.object_name(job),
+            thumbnail_object_name=jobspec.thumbnail_name(job),
+            content_type=content_type,
+            size_bytes=len(found.image),
+            sha256=hashlib.sha256(found.image).hexdigest(),
+            width=found.source.width,
+            height=found.source.height,
+            polished_prompt=prepared.polished_prompt,
+            polish_duration=events.duration(prepared.polish_seconds),
+            store_duration=events.duration(stored),
+            model=self._pipeline.providers[context.queue].model,
+            reused_from_subtask_id=found.source.subtask_id,
+        )
+
     async def _fail(self, context: _Context, failure: retry.Failure) -> None:
         delivery, msg = context.delivery, context.msg
         will_retry = failure.retryable and not delivery.is_last
@@ -324,7 +398,9 @@ class JobRunner:
         self._stats.failed += 1
         self._stats.processed += 1
         outcome = "retry" if will_retry else "failed"
-        metrics.job_done(context.queue, "expired" if failure.type == retry.EXPIRED else outcome)
+        metrics.job_done(
+            context.queue, "expired" if failure.type == job_errors.EXPIRED else outcome
+        )
         if will_retry:
             delay = self._backoff.delay(delivery.delivery, failure.retry_after)
             context.log.info(
@@ -358,7 +434,7 @@ class JobRunner:
                 self._worker_id,
                 jobspec.Delivery(malformed.job, delivery, self._settings.max_deliver),
             )
-            failure = retry.Failure(retry.MALFORMED_JOB, malformed.reason, retryable=False)
+            failure = retry.Failure(job_errors.MALFORMED_JOB, malformed.reason, retryable=False)
             try:
                 await job_events.failed(failure, will_retry=False)
             except events.PublishFailed:

@@ -8,14 +8,8 @@ import datetime
 from google.protobuf import message
 
 from imagegen import imaging
-from kiln.imagegen.v1 import imagegen_pb2, jobs_pb2
+from kiln.imagegen.v1 import jobs_pb2
 
-_FORMATS = {
-    imagegen_pb2.IMAGE_FORMAT_UNSPECIFIED: imaging.ImageFormat.PNG,
-    imagegen_pb2.IMAGE_FORMAT_PNG: imaging.ImageFormat.PNG,
-    imagegen_pb2.IMAGE_FORMAT_WEBP: imaging.ImageFormat.WEBP,
-    imagegen_pb2.IMAGE_FORMAT_JPEG: imaging.ImageFormat.JPEG,
-}
 MAX_SIDE = 8192
 
 
@@ -40,7 +34,7 @@ def decode(data: bytes) -> jobs_pb2.Job:
         problems.append("task_id and subtask_id are required")
     if not 0 < job.width <= MAX_SIDE or not 0 < job.height <= MAX_SIDE:
         problems.append(f"width and height must be 1..{MAX_SIDE}")
-    if job.format not in _FORMATS:
+    if imaging.format_of(job.format) is None:
         problems.append("unknown image format")
     if not job.prompt.strip():
         problems.append("the prompt is empty")
@@ -50,8 +44,11 @@ def decode(data: bytes) -> jobs_pb2.Job:
 
 
 def image_format(job: jobs_pb2.Job) -> imaging.ImageFormat:
-    """The encoding the job asks for."""
-    return _FORMATS[job.format]
+    """The encoding the job asks for; MalformedJob for an unknown one (`decode` checks)."""
+    found = imaging.format_of(job.format)
+    if found is None:
+        raise MalformedJob("unknown image format", job)
+    return found
 
 
 def object_name(job: jobs_pb2.Job) -> str:

@@ -12,7 +12,7 @@ JOBS = Counter(
 )
 RENDER_SECONDS = Histogram(
     "kiln_imagegen_render_seconds",
-    "Render time of succeeded jobs, by queue.",
+    "Render time of succeeded jobs that rendered (not those served by reuse), by queue.",
     ["queue"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
@@ -33,6 +33,19 @@ JOB_LATENCY_SECONDS = Histogram(
     "Time from submission (the subtask's creation) to its image being stored, by queue.",
     ["queue"],
     buckets=_WAIT_BUCKETS,
+)
+RESULTS_REUSED = Counter(
+    "kiln_imagegen_results_reused_total",
+    "Jobs that succeeded with a copy of an already stored image of the same render inputs "
+    "(the task's reuse_results) instead of a render, by queue.",
+    ["queue"],
+)
+REUSE_LOOKUPS = Counter(
+    "kiln_imagegen_reuse_lookups_total",
+    "Render-index lookups of jobs with reuse_results, by queue and outcome (hit; miss: no "
+    "image of these inputs that the owner may reuse; gone: one was indexed but is no longer "
+    "stored, so the job rendered).",
+    ["queue", "outcome"],
 )
 
 

@@ -33,6 +33,15 @@ class Encoded:
     seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A request with its prompt polished (when asked): what the provider will render."""
+
+    request: providers.RenderRequest
+    polished_prompt: str
+    polish_seconds: float
+
+
 class Pipeline:
     """Polishes (when asked) and renders with the provider of a queue."""
 
@@ -49,20 +58,31 @@ class Pipeline:
         progress: providers.ProgressCallback,
     ) -> Rendered:
         """The picture for `request`; RenderError when polishing or rendering fails."""
-        provider = self.providers[queue]
-        polished = ""
+        prepared = await self.prepare(request, use_polish=use_polish)
+        return await self.render_prepared(queue, prepared, progress=progress)
+
+    async def prepare(self, request: providers.RenderRequest, *, use_polish: bool) -> Prepared:
+        """`request` with its prompt polished when `use_polish` (RenderError on failure)."""
+        if not use_polish:
+            return Prepared(request, "", 0.0)
         started = time.perf_counter()
-        if use_polish:
-            polished = await self.polish.polish(request.prompt)
-            request = dataclasses.replace(request, prompt=polished or request.prompt)
-        polished_at = time.perf_counter()
-        image = await provider.render(request, progress)
+        polished = await self.polish.polish(request.prompt)
+        request = dataclasses.replace(request, prompt=polished or request.prompt)
+        return Prepared(request, polished, time.perf_counter() - started)
+
+    async def render_prepared(
+        self, queue: str, prepared: Prepared, *, progress: providers.ProgressCallback
+    ) -> Rendered:
+        """The picture of an already prepared request."""
+        provider = self.providers[queue]
+        started = time.perf_counter()
+        image = await provider.render(prepared.request, progress)
         return Rendered(
             image=image,
-            prompt=request.prompt,
-            polished_prompt=polished,
-            polish_seconds=polished_at - started if use_polish else 0.0,
-            render_seconds=time.perf_counter() - polished_at,
+            prompt=prepared.request.prompt,
+            polished_prompt=prepared.polished_prompt,
+            polish_seconds=prepared.polish_seconds,
+            render_seconds=time.perf_counter() - started,
             model=provider.model,
         )
 

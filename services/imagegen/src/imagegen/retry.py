@@ -11,12 +11,7 @@ import dataclasses
 import random
 
 from imagegen import providers
-
-TIME_LIMIT = "TIME_LIMIT"
-EXPIRED = "EXPIRED"
-MALFORMED_JOB = "MALFORMED_JOB"
-STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
-WORKER_ERROR = "WORKER_ERROR"
+from kiln.common import backoff, job_errors
 
 # A provider asking for a very long pause is honoured up to this many times the maximum.
 _RETRY_AFTER_CAP_FACTOR = 10
@@ -40,29 +35,34 @@ def from_render_error(error: providers.RenderError) -> Failure:
 
 def time_limit(limit: float) -> Failure:
     """The job ran past the time limit; a later attempt may be quicker, so it is retried."""
-    return Failure(TIME_LIMIT, f"the job did not finish within {limit:g} s", retryable=True)
+    return Failure(
+        job_errors.TIME_LIMIT, f"the job did not finish within {limit:g} s", retryable=True
+    )
 
 
 def expired(age: float, limit: float) -> Failure:
     """The subtask is older than the age limit."""
     return Failure(
-        EXPIRED, f"the job is {age:.0f} s old, past the age limit of {limit:g} s", retryable=False
+        job_errors.EXPIRED,
+        f"the job is {age:.0f} s old, past the age limit of {limit:g} s",
+        retryable=False,
     )
 
 
 def storage_unavailable() -> Failure:
     """The object store did not take the image."""
-    return Failure(STORAGE_UNAVAILABLE, "the image store is unavailable", retryable=True)
+    return Failure(job_errors.STORAGE_UNAVAILABLE, "the image store is unavailable", retryable=True)
 
 
 def worker_error() -> Failure:
     """An unexpected error in the worker; details are in its log, never in the event."""
-    return Failure(WORKER_ERROR, "the worker failed unexpectedly", retryable=True)
+    return Failure(job_errors.WORKER_ERROR, "the worker failed unexpectedly", retryable=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class Backoff:
-    """Exponential backoff between `minimum` and `maximum` seconds with +-`jitter` spread."""
+    """The retry delay of a delivery: `kiln.common.backoff` between `minimum` and `maximum`
+    seconds with +-`jitter` spread, or longer when the provider asked for a pause."""
 
     minimum: float
     maximum: float
@@ -71,9 +71,9 @@ class Backoff:
 
     def delay(self, delivery: int, retry_after: float | None = None) -> float:
         """Seconds before delivery `delivery + 1`; at least the provider's `retry_after`."""
-        base = min(self.maximum, max(self.minimum, 0.001) * 2 ** max(0, delivery - 1))
-        spread = 1 + self.jitter * self.rng.uniform(-1.0, 1.0)
-        delay: float = min(self.maximum, max(self.minimum, base * spread))
+        # A minimum of 0 would never grow; a millisecond starts the doubling.
+        delays = backoff.Backoff(max(self.minimum, 0.001), self.maximum, self.jitter, self.rng)
+        delay = delays.delay(delivery)
         if retry_after is not None and retry_after > delay:
             delay = min(retry_after, self.maximum * _RETRY_AFTER_CAP_FACTOR)
         return delay

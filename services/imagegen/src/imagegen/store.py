@@ -6,11 +6,19 @@ or a redelivery replaces the object (the old chunks are purged) instead of addin
 
 from __future__ import annotations
 
+import asyncio
+
 from nats.js import JetStreamContext, api
+from nats.js import errors as js_errors
 from nats.js.object_store import ObjectStore
 
 from imagegen import imaging
 from kiln.common import bus
+
+READ_TIMEOUT_SECONDS = 10.0
+"""Longest wait for one stored image (a few MiB take milliseconds): an object the retention
+is removing can have lost its chunks but not yet its metadata, and would be waited for
+forever."""
 
 
 class StoreFailed(Exception):
@@ -18,7 +26,7 @@ class StoreFailed(Exception):
 
 
 class ImageStore:
-    """Writes encoded images (and thumbnails) under their names."""
+    """Writes encoded images (and thumbnails) under their names, and reads them back."""
 
     def __init__(self, store: ObjectStore) -> None:
         self._store = store
@@ -30,8 +38,21 @@ class ImageStore:
 
     async def put(self, name: str, image: imaging.EncodedImage) -> None:
         """Stores `image` as `name`, replacing any earlier version."""
-        meta = api.ObjectMeta(name=name, description=image.content_type)
+        await self.put_bytes(name, image.data, image.content_type)
+
+    async def put_bytes(self, name: str, data: bytes, content_type: str) -> None:
+        """Stores `data` as `name`, replacing any earlier version."""
+        meta = api.ObjectMeta(name=name, description=content_type)
         try:
-            await self._store.put(name, image.data, meta=meta)
+            await self._store.put(name, data, meta=meta)
         except Exception as error:  # any failure of the bus or the store: retry the job
             raise StoreFailed(name) from error
+
+    async def get(self, name: str) -> bytes | None:
+        """The bytes stored as `name`; None when the object is gone (removed by the
+        retention, or never stored). Other bus failures raise."""
+        try:
+            found = await asyncio.wait_for(self._store.get(name), READ_TIMEOUT_SECONDS)
+        except (js_errors.ObjectNotFoundError, js_errors.DigestMismatchError, TimeoutError):
+            return None
+        return bytes(found.data or b"")

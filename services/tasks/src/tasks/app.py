@@ -1,13 +1,13 @@
 """Wires the tasks service: database, NATS, token verification, gRPC server, background loops.
 
 `build()` assembles everything without serving, so tests run the real server in-process on
-port 0 with a test token verifier; `serve()` is the process entry point.
+port 0 with a test token verifier; `serve()`, the process entry point, runs it with
+`kiln.common.server.serve_app` like every service.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -22,12 +22,11 @@ from kiln.common import (
     db,
     interceptors,
     jetstream,
-    jwks,
     migrations,
     server,
     startup,
     textlimits,
-    tls,
+    verifiers,
 )
 from kiln.common.account_states import AccountStates
 from kiln.common.tokens import TokenVerifier
@@ -67,7 +66,7 @@ def migrate(config: TasksConfig) -> None:
 
 
 @dataclasses.dataclass
-class TasksApp:
+class TasksApp(server.ServiceApp):
     """A built tasks service: the gRPC host plus its resources and background loops."""
 
     config: TasksConfig
@@ -131,13 +130,13 @@ class TasksApp:
         return await self.host.start()
 
     async def close(self) -> None:
-        """Stops the server (no grace), the loops, and closes every resource."""
-        await self.host.server.stop(0)
-        await self.host.monitor.stop()
+        """Stops the loops and closes every resource (the server has stopped)."""
         await self.stop_loops()
         for close in self.closers:
-            with contextlib.suppress(Exception):
+            try:
                 await close()
+            except Exception:
+                log.warning("close_failed", exc_info=True)
 
 
 async def _supervise(name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -169,13 +168,7 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
     await jetstream.provision(js, bus.tasks_topology(config))
     closers: list[Callable[[], Awaitable[object]]] = []
     if verifier is None:
-        auth_channel = tls.channel(config.auth_target, config)
-        verifier = TokenVerifier(
-            jwks.JwksKeySource(jwks.grpc_jwks_fetcher(auth_channel)),
-            config.jwt_issuer,
-            config.jwt_audience,
-            config.jwt_leeway,
-        )
+        verifier, auth_channel = verifiers.auth_service_verifier(config.auth_target, config, config)
         closers.append(auth_channel.close)
 
     hub = watch.Hub(nc, config.max_watchers_per_user)
@@ -261,7 +254,7 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
     limits = maintenance.Limits(
         time_limit=config.job_time_limit,
         grace=config.job_grace,
-        age_limit=config.job_age_limit,
+        age_limit=config.job_max_age,
         max_attempts=config.max_attempts,
         reconcile_after=config.reconcile_after,
         outbox_retention=config.outbox_retention,
@@ -296,7 +289,4 @@ async def build(config: TasksConfig, verifier: TokenVerifier | None = None) -> T
 async def serve(config: TasksConfig) -> None:
     """Runs the tasks service until SIGTERM (after waiting for the schema, if it is old)."""
     await startup.wait_for_schema(config, config, MIGRATIONS, SCHEMA, "tasks")
-    app = await build(config)
-    app.start_loops()
-    await app.accounts.wait_ready(_ACCOUNTS_REPLAY_SECONDS)
-    await server.serve_until_stopped(app.host, [app.stop_loops, *app.closers])
+    await server.serve_app(await build(config))

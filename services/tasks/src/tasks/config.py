@@ -134,20 +134,11 @@ class TasksConfig(
         10.0,
         check=positive,
     )
-    job_time_limit: float = setting(
-        "TASKS_JOB_TIME_LIMIT_SECONDS", "A worker's time limit per job.", 300.0, check=positive
-    )
     job_grace: float = setting(
         "TASKS_JOB_GRACE_SECONDS",
-        "Extra time a running subtask gets past the time limit before it is re-queued.",
+        "Extra time a running subtask gets past JOB_TIME_LIMIT_SECONDS before it is re-queued.",
         60.0,
         check=non_negative,
-    )
-    job_age_limit: float = setting(
-        "TASKS_JOB_AGE_LIMIT_SECONDS",
-        "Subtasks waiting longer than this expire as failed (EXPIRED).",
-        86400.0,
-        check=positive,
     )
     max_attempts: int = setting(
         "TASKS_MAX_ATTEMPTS",

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
-from kiln.imagegen.v1 import imagegen_pb2
+from kiln.common import vocabulary
+from kiln.common.timestamps import timestamp
 from kiln.tasks.v1 import tasks_pb2
 from tasks import model, spec
 
-QUEUE_NAMES: dict[int, str] = {
-    tasks_pb2.QUEUE_UNSPECIFIED: spec.DEFAULT_QUEUE,
-    tasks_pb2.QUEUE_STANDARD: "standard",
-    tasks_pb2.QUEUE_LUMINA: "lumina",
-    tasks_pb2.QUEUE_HIGH_PRIORITY: "high_priority",
-}
-QUEUE_ENUMS: dict[str, Any] = {
-    v: k for k, v in QUEUE_NAMES.items() if k != tasks_pb2.QUEUE_UNSPECIFIED
-}
-FORMAT_NAMES: dict[int, str] = {
-    tasks_pb2.OUTPUT_FORMAT_UNSPECIFIED: spec.DEFAULT_OUTPUT_FORMAT,
-    tasks_pb2.OUTPUT_FORMAT_PNG: "png",
-    tasks_pb2.OUTPUT_FORMAT_WEBP: "webp",
-    tasks_pb2.OUTPUT_FORMAT_JPEG: "jpeg",
-}
-FORMAT_ENUMS: dict[str, Any] = {
-    v: k for k, v in FORMAT_NAMES.items() if k != tasks_pb2.OUTPUT_FORMAT_UNSPECIFIED
-}
-IMAGE_FORMATS: dict[str, Any] = {
-    "png": imagegen_pb2.IMAGE_FORMAT_PNG,
-    "webp": imagegen_pb2.IMAGE_FORMAT_WEBP,
-    "jpeg": imagegen_pb2.IMAGE_FORMAT_JPEG,
-}
 WEBHOOK_EVENT_NAMES: dict[int, str] = {
     tasks_pb2.WEBHOOK_EVENT_TASK_FINISHED: "task_finished",
     tasks_pb2.WEBHOOK_EVENT_SUBTASK_FINISHED: "subtask_finished",
@@ -87,23 +64,18 @@ def task_spec(request: tasks_pb2.CreateTaskRequest) -> spec.TaskSpec:
         ratio=settings.ratio,
         seed=settings.seed if settings.HasField("seed") else None,
         use_polish=settings.use_polish,
-        queue=_enum_name(QUEUE_NAMES, settings.queue, "Queue"),
+        queue=_enum_name(vocabulary.QUEUE_NAMES, settings.queue, "Queue"),
         negative_prompt=settings.negative_prompt,
-        output_format=_enum_name(FORMAT_NAMES, settings.output_format, "OutputFormat"),
+        output_format=_enum_name(
+            vocabulary.OUTPUT_FORMAT_NAMES, settings.output_format, "OutputFormat"
+        ),
         priority=request.priority,
         tags=tuple(request.tags),
         webhook=webhook,
+        reuse_results=settings.reuse_results,
+        share_results=settings.share_results,
         request_id=request.request_id,
     )
-
-
-def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A proto timestamp, or None."""
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def duration(seconds: float | None) -> duration_pb2.Duration | None:
@@ -128,9 +100,13 @@ def task_proto(task: model.Task) -> tasks_pb2.Task:
     settings = tasks_pb2.TaskSettings(
         ratio=task.ratio,
         use_polish=task.use_polish,
-        queue=QUEUE_ENUMS.get(task.queue, tasks_pb2.QUEUE_UNSPECIFIED),
+        queue=vocabulary.QUEUE_ENUMS.get(task.queue, tasks_pb2.QUEUE_UNSPECIFIED),
         negative_prompt=task.negative_prompt,
-        output_format=FORMAT_ENUMS.get(task.output_format, tasks_pb2.OUTPUT_FORMAT_UNSPECIFIED),
+        output_format=vocabulary.OUTPUT_FORMAT_ENUMS.get(
+            task.output_format, tasks_pb2.OUTPUT_FORMAT_UNSPECIFIED
+        ),
+        reuse_results=task.reuse_results,
+        share_results=task.share_results,
     )
     if task.seed is not None:
         settings.seed = task.seed
@@ -193,11 +169,12 @@ def subtask_proto(subtask: model.Subtask) -> tasks_pb2.Subtask:
         height=subtask.height,
         seed=subtask.seed,
         use_polish=subtask.use_polish,
-        queue=QUEUE_ENUMS.get(subtask.queue, tasks_pb2.QUEUE_UNSPECIFIED),
+        queue=vocabulary.QUEUE_ENUMS.get(subtask.queue, tasks_pb2.QUEUE_UNSPECIFIED),
         state=SUBTASK_STATE_ENUMS[subtask.state],
         attempt=subtask.attempt,
         retried_from=subtask.retried_from or "",
         worker_id=subtask.worker_id,
+        reused_from=subtask.reused_from or "",
     )
     if subtask.error_type:
         message.error.type = subtask.error_type

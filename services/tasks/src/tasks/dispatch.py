@@ -34,9 +34,9 @@ from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kiln.common import bus, pull
+from kiln.common import backoff, bus, job_errors, pull, vocabulary
 from kiln.imagegen.v1 import jobs_pb2
-from tasks import convert, fold, model, ranking
+from tasks import fold, lifecycle, ranking
 
 log = structlog.get_logger("tasks.dispatch")
 
@@ -44,7 +44,8 @@ _SLOW_ROUND = 2.0
 _PUBLISH_TIMEOUT = 5.0
 
 _IN_FLIGHT = (
-    "SELECT count(*) FROM tasks.subtasks WHERE queue = :q AND state IN ('queued', 'running')"
+    "SELECT count(*) FROM tasks.subtasks WHERE queue = :q "  # noqa: S608 - fixed state names
+    f"AND state IN {lifecycle.IN_FLIGHT_SQL}"
 )
 
 # Serializes the rounds of one queue across replicas; released at commit. The key is the
@@ -58,8 +59,9 @@ _LOCK_RETRY = 0.05
 _PICK_REPUBLISH = """
 SELECT o.id, o.subtask_id, o.attempt, o.generation, s.task_id, s.owner_id, s.queue, s.idx,
     s.prompt, s.negative_prompt, s.width, s.height, s.seed, s.use_polish, s.output_format,
-    s.ratio, s.create_time
+    s.ratio, s.create_time, t.reuse_results, t.share_results
 FROM tasks.outbox o JOIN tasks.subtasks s ON s.id = o.subtask_id
+    JOIN tasks.tasks t ON t.id = s.task_id
 WHERE o.queue = :q AND o.sent_time IS NULL AND o.generation > 0
 ORDER BY o.id LIMIT :limit
 FOR UPDATE OF o SKIP LOCKED
@@ -79,26 +81,24 @@ UPDATE tasks.tasks t SET dispatch_time = now() FROM locked WHERE t.id = locked.i
 
 _DROP_ROWS = "DELETE FROM tasks.outbox WHERE id = ANY(CAST(:ids AS bigint[])) AND sent_time IS NULL"
 
-UNPUBLISHABLE = "UNPUBLISHABLE"
-
 _HEADERS_OVERHEAD = len(b"NATS/1.0\r\n\r\n")
 
 
 # Subtask rows are locked in id order, as the fold locks them, so the two never deadlock
 # when a job's events are folded before its row is marked sent.
-_MARK_SENT = """
+_MARK_SENT = f"""
 WITH sent AS (
     UPDATE tasks.outbox SET sent_time = now() WHERE id = ANY(CAST(:ids AS bigint[]))
     RETURNING subtask_id, attempt
 ), waiting AS (
     SELECT s.id FROM tasks.subtasks s JOIN sent ON s.id = sent.subtask_id
-    WHERE s.attempt = sent.attempt AND s.state = 'pending'
+    WHERE s.attempt = sent.attempt AND s.state IN {lifecycle.DISPATCH_FROM_SQL}
     ORDER BY s.id FOR UPDATE OF s
 )
-UPDATE tasks.subtasks s SET state = 'queued', queue_time = COALESCE(s.queue_time, now()),
-    last_seen = now()
-FROM waiting WHERE s.id = waiting.id AND s.state = 'pending'
-"""
+UPDATE tasks.subtasks s SET state = {lifecycle.DISPATCH_TO_SQL},
+    queue_time = COALESCE(s.queue_time, now()), last_seen = now()
+FROM waiting WHERE s.id = waiting.id AND s.state IN {lifecycle.DISPATCH_FROM_SQL}
+"""  # noqa: S608 - only lifecycle's fixed state names are interpolated
 
 
 def message_id(subtask_id: str, attempt: int, generation: int) -> str:
@@ -121,10 +121,12 @@ def job_message(row: dict[str, Any]) -> jobs_pb2.Job:
         height=row["height"],
         seed=row["seed"],
         use_polish=row["use_polish"],
-        format=convert.IMAGE_FORMATS.get(row["output_format"], 0),
+        format=vocabulary.IMAGE_FORMAT_ENUMS.get(row["output_format"]),  # None: unset
         generation=row["generation"],
         index=row["idx"],
         ratio=row["ratio"],
+        reuse_results=row["reuse_results"],
+        share_results=row["share_results"],
     )
     job.create_time.FromDatetime(row["create_time"])
     return job
@@ -197,7 +199,6 @@ class Dispatcher:
         self._rule = rule
         self._batch = batch
         self._poll = poll
-        self._max_backoff = max_backoff
         self._max_payload = max_payload
         self._on_outcome = on_outcome
         self._queues = queues
@@ -208,9 +209,10 @@ class Dispatcher:
         self._due: set[str] = set(queues)
         # Queues that had rows left when their round ended: ending jobs free room for them.
         self._held_back: set[str] = set()
-        # Per queue: when a failed queue may be tried again, and its next backoff.
+        # Per queue: when a failed queue may be tried again, and its failures in a row.
         self._retry_at: dict[str, float] = {}
-        self._backoff: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._delays = backoff.Backoff(first=0.05, cap=max_backoff)
         self._deferred: set[str] = set()
         self._unserved: set[str] = set()
         self.stats = DispatchStats()
@@ -267,7 +269,7 @@ class Dispatcher:
                 self._deferred.discard(queue)
             else:  # a finished round ends the queue's backoff
                 self._retry_at.pop(queue, None)
-                self._backoff.pop(queue, None)
+                self._failures.pop(queue, None)
             elapsed = time.monotonic() - started
             if elapsed > _SLOW_ROUND:
                 log.warning(
@@ -281,16 +283,16 @@ class Dispatcher:
 
     def _failed(self, queue: str, exc: Exception) -> None:
         self.stats.failures += 1
-        backoff = self._backoff.get(queue, 0.05)
-        self._backoff[queue] = min(backoff * 2, self._max_backoff)
-        self._retry_at[queue] = time.monotonic() + backoff
+        failures = self._failures[queue] = self._failures.get(queue, 0) + 1
+        delay = self._delays.delay(failures)
+        self._retry_at[queue] = time.monotonic() + delay
         self._due.add(queue)
         log.warning(
             "dispatch_failed",
             queue=queue,
             error=type(exc).__name__,
             detail=str(exc)[:200],
-            retry_in=backoff,
+            retry_in=delay,
         )
 
     async def window(self, queue: str) -> int:
@@ -403,8 +405,8 @@ class Dispatcher:
             fold.Change(
                 str(row["subtask_id"]),
                 int(row["attempt"]),
-                terminal=model.FAILED,
-                error_type=UNPUBLISHABLE,
+                terminal=lifecycle.FAILED,
+                error_type=job_errors.UNPUBLISHABLE,
                 error_message=(
                     f"the job is {size} bytes, more than the message bus accepts "
                     f"({limit} bytes); shorten the prompt"

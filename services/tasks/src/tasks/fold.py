@@ -20,8 +20,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kiln.common import job_errors
 from kiln.imagegen.v1 import jobs_pb2
-from tasks import model, store, webhooks
+from tasks import lifecycle, model, store, webhooks
 
 K = jobs_pb2.SubtaskEventKind
 
@@ -98,6 +99,7 @@ def _texts(event: jobs_pb2.SubtaskEvent) -> list[str]:
         result.sha256,
         result.model,
         result.polished_prompt,
+        result.reused_from_subtask_id,
     ]
 
 
@@ -128,7 +130,7 @@ def _merge(change: Change, event: jobs_pb2.SubtaskEvent) -> None:
     if kind == K.SUBTASK_EVENT_KIND_PROGRESS and newer:
         change.step, change.total_steps = event.step, event.total_steps
     elif kind == K.SUBTASK_EVENT_KIND_FAILED:
-        change.error_type = event.error.type or "FAILED"
+        change.error_type = event.error.type or job_errors.FAILED
         change.error_message = event.error.message
         if not event.will_retry:
             change.terminal, change.finish_time = model.FAILED, when
@@ -138,7 +140,7 @@ def _merge(change: Change, event: jobs_pb2.SubtaskEvent) -> None:
         change.error_type = change.error_message = None
     elif kind == K.SUBTASK_EVENT_KIND_CANCELLED:
         change.terminal, change.finish_time = model.CANCELLED, when
-        change.error_type = event.error.type or "CANCELLED"
+        change.error_type = event.error.type or job_errors.CANCELLED
         change.error_message = event.error.message or "the task was cancelled"
 
 
@@ -167,6 +169,7 @@ _COLUMNS = (
     ("model", "text"),
     ("polished", "text"),
     ("render_ms", "integer"),
+    ("reused_from", "text"),
     ("delivery", "integer"),
     ("sequence", "integer"),
 )
@@ -189,9 +192,9 @@ UPDATE tasks.subtasks s SET
     step = CASE WHEN c.step IS NOT NULL AND {_NEWER} THEN c.step ELSE s.step END,
     total_steps = CASE WHEN c.total_steps IS NOT NULL AND {_NEWER}
         THEN c.total_steps ELSE s.total_steps END,
-    error_type = CASE WHEN c.state = 'succeeded' THEN NULL
+    error_type = CASE WHEN c.state = {lifecycle.sql(lifecycle.SUCCEEDED)} THEN NULL
         ELSE COALESCE(c.error_type, s.error_type) END,
-    error_message = CASE WHEN c.state = 'succeeded' THEN NULL
+    error_message = CASE WHEN c.state = {lifecycle.sql(lifecycle.SUCCEEDED)} THEN NULL
         ELSE COALESCE(c.error_message, s.error_message) END,
     object_name = COALESCE(c.object_name, s.object_name),
     thumbnail_object_name = COALESCE(c.thumbnail, s.thumbnail_object_name),
@@ -203,15 +206,16 @@ UPDATE tasks.subtasks s SET
     model = COALESCE(c.model, s.model),
     polished_prompt = COALESCE(c.polished, s.polished_prompt),
     render_ms = COALESCE(c.render_ms, s.render_ms),
+    reused_from = COALESCE(c.reused_from, s.reused_from),
     last_delivery = CASE WHEN {_NEWER} THEN c.delivery ELSE s.last_delivery END,
     last_sequence = CASE WHEN {_NEWER} THEN c.sequence ELSE s.last_sequence END,
     last_seen = now()
 FROM c, old
 WHERE s.id = c.id AND old.id = s.id AND s.attempt = c.attempt AND NOT s.superseded
-    AND s.state IN ('pending', 'queued', 'running')
+    AND s.state IN {lifecycle.REPORT_FROM_SQL}
     AND (c.terminal OR {_NEWER})
 RETURNING s.id, s.task_id, old.old_state, s.state, s.idx
-"""  # noqa: S608 - only the fixed column names above are interpolated
+"""  # noqa: S608 - only the fixed column and state names above are interpolated
 
 
 def _params(change: Change) -> dict[str, Any]:
@@ -240,6 +244,7 @@ def _params(change: Change) -> dict[str, Any]:
         "model": None,
         "polished": None,
         "render_ms": None,
+        "reused_from": None,
     }
     if result is not None:
         params.update(
@@ -255,6 +260,7 @@ def _params(change: Change) -> dict[str, Any]:
             render_ms=result.render_duration.ToMilliseconds()
             if result.HasField("render_duration")
             else None,
+            reused_from=result.reused_from_subtask_id or None,
         )
     return params
 
@@ -341,7 +347,7 @@ def _count(
     index: int,
 ) -> None:
     delta = deltas.setdefault(task_id, TaskDelta())
-    if new_state == old_state:
+    if not lifecycle.can_transition(old_state, new_state):
         return  # progress of a running subtask: nothing the task shows changed
     delta.subtasks.append(subtask_id)
     delta.started = True  # a worker reported on it, so the task has started
@@ -355,7 +361,7 @@ def _count(
         delta.failed += 1
     elif new_state == model.CANCELLED:
         delta.cancelled += 1
-    if new_state in model.TERMINAL_SUBTASK_STATES:
+    if new_state in lifecycle.TERMINAL_STATES:
         delta.finished.append((subtask_id, index, new_state))
 
 

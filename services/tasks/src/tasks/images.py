@@ -39,7 +39,8 @@ async def read_image(
     if subtask.state != model.SUCCEEDED or not name:
         raise errors.FailedPrecondition(
             f"subtask {subtask.id!r} has no {'thumbnail' if thumbnail else 'image'} "
-            f"(it is {subtask.state})"
+            f"(it is {subtask.state})",
+            reason="NO_IMAGE",
         )
     store = await js.object_store(bus.IMAGES_STORE)
     try:

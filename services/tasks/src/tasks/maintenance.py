@@ -25,26 +25,27 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tasks import fold, model
+from kiln.common import job_errors
+from tasks import fold, lifecycle
 
 log = structlog.get_logger("tasks.maintenance")
 
 _LOCK_KEY = 0x7461736B  # "task"
 _LIMIT = 1000
 
-_STALE_RUNNING = """
+_STALE_RUNNING = f"""
 SELECT id, attempt FROM tasks.subtasks
-WHERE state = 'running' AND last_seen < now() - make_interval(secs => :age)
+WHERE state IN {lifecycle.REQUEUE_FROM_SQL} AND last_seen < now() - make_interval(secs => :age)
 ORDER BY last_seen LIMIT :limit FOR UPDATE SKIP LOCKED
-"""
+"""  # noqa: S608 - only lifecycle's fixed state names are interpolated
 
-_REQUEUE = """
-UPDATE tasks.subtasks SET attempt = attempt + 1, generation = 0, state = 'pending',
-    last_delivery = 0, last_sequence = 0, step = 0, last_seen = now(),
-    error_type = 'TIMEOUT', error_message = :message
-WHERE id = ANY(CAST(:ids AS uuid[])) AND state = 'running'
+_REQUEUE = f"""
+UPDATE tasks.subtasks SET attempt = attempt + 1, generation = 0,
+    state = {lifecycle.REQUEUE_TO_SQL}, last_delivery = 0, last_sequence = 0, step = 0,
+    last_seen = now(), error_type = '{job_errors.TIMEOUT}', error_message = :message
+WHERE id = ANY(CAST(:ids AS uuid[])) AND state IN {lifecycle.REQUEUE_FROM_SQL}
 RETURNING id, task_id
-"""
+"""  # noqa: S608 - only lifecycle's fixed state and error names are interpolated
 
 _OUTBOX_FOR = """
 INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, attempt, generation)
@@ -53,18 +54,18 @@ FROM tasks.subtasks s JOIN tasks.tasks t ON t.id = s.task_id
 WHERE s.id = ANY(CAST(:ids AS uuid[]))
 """
 
-_EXPIRED = """
+_EXPIRED = f"""
 SELECT id, attempt FROM tasks.subtasks
-WHERE state IN ('pending', 'queued') AND create_time < now() - make_interval(secs => :age)
+WHERE state IN {lifecycle.EXPIRE_SQL} AND create_time < now() - make_interval(secs => :age)
 LIMIT :limit FOR UPDATE SKIP LOCKED
-"""
+"""  # noqa: S608 - only lifecycle's fixed state names are interpolated
 
-_SILENT = """
+_SILENT = f"""
 UPDATE tasks.subtasks SET generation = generation + 1, last_seen = now(),
     last_delivery = 0, last_sequence = 0
 WHERE id IN (
     SELECT id FROM tasks.subtasks
-    WHERE state IN ('queued', 'running') AND last_seen < now() - make_interval(secs => :age)
+    WHERE state IN {lifecycle.IN_FLIGHT_SQL} AND last_seen < now() - make_interval(secs => :age)
     AND NOT EXISTS (
         SELECT 1 FROM tasks.outbox o WHERE o.subtask_id = tasks.subtasks.id
         AND o.sent_time IS NULL
@@ -72,13 +73,13 @@ WHERE id IN (
     LIMIT :limit FOR UPDATE SKIP LOCKED
 )
 RETURNING id
-"""
+"""  # noqa: S608 - only lifecycle's fixed state names are interpolated
 
 
-_CANCELLED_LIVE = """
+_CANCELLED_LIVE = f"""
 SELECT DISTINCT s.task_id FROM tasks.subtasks s JOIN tasks.tasks t ON t.id = s.task_id
-WHERE s.state IN ('queued', 'running') AND t.state = 'cancelled' LIMIT :limit
-"""
+WHERE s.state IN {lifecycle.IN_FLIGHT_SQL} AND t.state = 'cancelled' LIMIT :limit
+"""  # noqa: S608 - only lifecycle's fixed state names are interpolated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +193,11 @@ class Maintenance:
             )
             changes = [
                 fold.Change(
-                    sid, attempt, terminal=model.FAILED, error_type="TIMEOUT", error_message=message
+                    sid,
+                    attempt,
+                    terminal=lifecycle.FAILED,
+                    error_type=job_errors.TIMEOUT,
+                    error_message=message,
                 )
                 for sid, attempt in give_up
             ]
@@ -219,8 +224,8 @@ class Maintenance:
             fold.Change(
                 str(r[0]),
                 int(r[1]),
-                terminal=model.FAILED,
-                error_type="EXPIRED",
+                terminal=lifecycle.FAILED,
+                error_type=job_errors.EXPIRED,
                 error_message=message,
             )
             for r in rows

@@ -7,17 +7,16 @@ import datetime as dt
 import uuid
 from typing import Any
 
-PENDING, QUEUED, RUNNING = "pending", "queued", "running"
-SUCCEEDED, FAILED, CANCELLED, PARTIALLY_FAILED = (
-    "succeeded",
-    "failed",
-    "cancelled",
-    "partially_failed",
-)
+from tasks import lifecycle
+
+# A task's states reuse the subtask state names.
+PENDING, QUEUED, RUNNING = lifecycle.PENDING, lifecycle.QUEUED, lifecycle.RUNNING
+SUCCEEDED, FAILED, CANCELLED = lifecycle.SUCCEEDED, lifecycle.FAILED, lifecycle.CANCELLED
+
+# tasks.lifecycle owns the subtask states and their moves; these are the task's own.
+PARTIALLY_FAILED = "partially_failed"
 TASK_STATES = (PENDING, RUNNING, SUCCEEDED, PARTIALLY_FAILED, FAILED, CANCELLED)
-SUBTASK_STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL_TASK_STATES = frozenset({SUCCEEDED, PARTIALLY_FAILED, FAILED, CANCELLED})
-TERMINAL_SUBTASK_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 # Why an unfinished task's waiting subtasks do not run yet ("" when nothing waits).
 WAIT_QUEUED, WAIT_TASK_PAUSED, WAIT_QUEUE_PAUSED, WAIT_NO_WORKER = (
@@ -63,6 +62,8 @@ class Task:
     update_time: dt.datetime | None
     version: int
     paused: bool = False
+    reuse_results: bool = False
+    share_results: bool = False
     queue_position: int = 0
     eta_seconds: float | None = None
     wait_reason: str = ""
@@ -136,6 +137,7 @@ class Subtask:
     queue_time: dt.datetime | None
     start_time: dt.datetime | None
     finish_time: dt.datetime | None
+    reused_from: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Subtask:

@@ -29,9 +29,9 @@ from nats.js import errors as js_errors
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kiln.common import bus, pull
+from kiln.common import bus, job_errors, pull
 from kiln.imagegen.v1 import jobs_pb2
-from tasks import fold, metrics, model
+from tasks import fold, lifecycle, metrics
 
 log = structlog.get_logger("tasks.progress")
 
@@ -264,8 +264,8 @@ class AdvisoryConsumer(_PullLoop):
             change = fold.Change(
                 job.subtask_id,
                 job.attempt,
-                terminal=model.FAILED,
-                error_type="MAX_DELIVERIES",
+                terminal=lifecycle.FAILED,
+                error_type=job_errors.MAX_DELIVERIES,
                 error_message=(
                     f"the job was delivered {deliveries} times without finishing "
                     "(the worker crashed, timed out or kept failing); it will not be retried"

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tasks import model
+from tasks import lifecycle, model
 
 _FASTEST_RENDER = 0.001
 """A render time floor, so an instant renderer gives a large, finite margin."""
@@ -58,7 +58,7 @@ def _aging(column: str) -> str:
 _RANKED = f"""
 WITH flight AS (
     SELECT task_id, owner_id, count(*) AS n, max(queue_time) AS last_sent FROM tasks.subtasks
-    WHERE queue = :q AND state IN ('queued', 'running') GROUP BY task_id, owner_id
+    WHERE queue = :q AND state IN {lifecycle.IN_FLIGHT_SQL} GROUP BY task_id, owner_id
 ), owner_flight AS (
     SELECT owner_id, sum(n) AS n, max(last_sent) AS last_sent FROM flight GROUP BY owner_id
 ), waiting AS (
@@ -85,8 +85,9 @@ PICK = f"""
 )
 SELECT o.id, o.subtask_id, o.attempt, o.generation, s.task_id, s.owner_id, s.queue, s.idx,
     s.prompt, s.negative_prompt, s.width, s.height, s.seed, s.use_polish, s.output_format,
-    s.ratio, s.create_time
+    s.ratio, s.create_time, t.reuse_results, t.share_results
 FROM tasks.outbox o JOIN picked p ON p.id = o.id JOIN tasks.subtasks s ON s.id = o.subtask_id
+    JOIN tasks.tasks t ON t.id = s.task_id
 WHERE o.sent_time IS NULL
 ORDER BY p.eff DESC, p.owner_turn, p.owner_last, p.task_turn, o.id
 FOR UPDATE OF o SKIP LOCKED

@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kiln.common import bus, errors, paging, principal
+from kiln.common import bus, errors, ids, paging, principal
 from tasks import estimates, expansion, model, spec, store, validation, watch, webhooks
 from tasks.watch import Round
 
@@ -62,12 +62,10 @@ def _visible(task: model.Task | None, task_id: str, caller: principal.Principal)
     return task
 
 
-def _check_uuid(value: str, resource: str) -> str:
-    """A malformed id cannot name anything: NOT_FOUND, like any id that does not exist."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise errors.NotFound(resource, value) from None
+def _check_uuid(value: str, field: str) -> str:
+    """The id in request field `field`, normalised; INVALID_ARGUMENT naming the field when
+    it is malformed (a well-formed id that names nothing is NOT_FOUND after the lookup)."""
+    return str(ids.parse_id(field, value))
 
 
 def _subtask_rows(
@@ -137,6 +135,7 @@ class Tasks:
                     raise errors.ResourceExhausted(
                         f"you have {active} unfinished tasks, the limit is "
                         f"{self.rt.max_active_tasks}; wait for some to finish",
+                        reason="TOO_MANY_ACTIVE_TASKS",
                         retry_after=30.0,
                     )
                 task = await store.insert_task(
@@ -195,7 +194,7 @@ class Tasks:
     async def get(self, task_id: str) -> model.Task:
         """One visible task, with queue position and ETA while it waits."""
         caller = principal.current()
-        task_id = _check_uuid(task_id, "task")
+        task_id = _check_uuid(task_id, "task_id")
         async with self.rt.engine.connect() as conn:
             task = _visible(await store.get_task(conn, task_id), task_id, caller)
         return await self.estimated(task)
@@ -220,20 +219,14 @@ class Tasks:
         if bad_text:
             raise errors.InvalidArgument(bad_text)
         if owner_id and owner_id != caller.user_id and not caller.is_admin:
-            raise errors.PermissionDenied("only admins may list other owners' tasks")
+            raise errors.PermissionDenied(
+                "only admins may list other owners' tasks", reason="ADMIN_ROLE_REQUIRED"
+            )
         owner: str | None = owner_id or (None if caller.is_admin else caller.user_id)
         size = paging.page_size(page_size, _TASKS_DEFAULT_PAGE)
         filters = paging.fingerprint(caller.user_id, owner, sorted(states), tag, search)
-        position = paging.decode(page_token, filters)
-        after = None
-        if position is not None:
-            try:
-                after = (
-                    paging.time_at(position, "t"),
-                    str(uuid.UUID(paging.text_at(position, "i"))),
-                )
-            except ValueError:
-                raise paging.invalid_token() from None
+        cursor = paging.Cursor.after(page_token, filters)
+        after = None if cursor is None else (cursor.create_time, str(cursor.id))
         async with self.rt.engine.connect() as conn:
             found = await store.list_tasks(
                 conn,
@@ -244,13 +237,7 @@ class Tasks:
                 after=after,
                 limit=size + 1,
             )
-        page, more = found[:size], len(found) > size
-        token = ""
-        if more and page[-1].create_time is not None:
-            last = page[-1]
-            assert last.create_time is not None
-            token = paging.encode({"t": last.create_time.isoformat(), "i": last.id}, filters)
-        return page, token
+        return paging.cut(found, size, filters, _task_position)
 
     async def list_subtasks(
         self,
@@ -263,7 +250,7 @@ class Tasks:
     ) -> tuple[list[model.Subtask], str]:
         """A page of a visible task's current subtasks in index order."""
         caller = principal.current()
-        task_id = _check_uuid(task_id, "task")
+        task_id = _check_uuid(task_id, "task_id")
         size = paging.page_size(page_size, _SUBTASKS_DEFAULT_PAGE)
         filters = paging.fingerprint(task_id, sorted(states), sorted(variables.items()))
         position = paging.decode(page_token, filters)
@@ -278,21 +265,20 @@ class Tasks:
                 after_index=after,
                 limit=size + 1,
             )
-        page = _fitting(found[:size])
-        token = paging.encode({"i": page[-1].idx}, filters) if len(found) > len(page) else ""
-        return page, token
+        return paging.cut(found, size, filters, lambda s: {"i": s.idx}, fit=_fitting)
 
     async def cancel(self, task_id: str) -> model.Task:
         """Drops the task's waiting work, marks it cancelled and asks workers to stop."""
         caller = principal.current()
-        task_id = _check_uuid(task_id, "task")
+        task_id = _check_uuid(task_id, "task_id")
         async with self.rt.engine.begin() as conn:
             task = _visible(await store.get_task(conn, task_id, lock=True), task_id, caller)
             if task.state == model.CANCELLED:
                 return await self.estimated(task)
             if task.is_terminal:
                 raise errors.FailedPrecondition(
-                    f"the task already finished ({task.state}); there is nothing to cancel"
+                    f"the task already finished ({task.state}); there is nothing to cancel",
+                    reason="TASK_FINISHED",
                 )
             task = await self._cancel_locked(conn, task)
         await self._announce(task)
@@ -333,14 +319,17 @@ class Tasks:
         """Re-queues the failed and cancelled subtasks of a finished task as new subtask rows
         (retried_from = the old row, which is superseded and leaves the counts)."""
         caller = principal.current()
-        task_id = _check_uuid(task_id, "task")
+        task_id = _check_uuid(task_id, "task_id")
         async with self.rt.engine.connect() as conn:
             task = _visible(await store.get_task(conn, task_id), task_id, caller)
         _check_retryable(task)
         if task.state == model.CANCELLED:
             # Lift the cancellation first so workers do not skip the new jobs.
             if not self.rt.nc.is_connected:
-                raise errors.Unavailable("the message bus is unavailable; try again shortly")
+                raise errors.Unavailable(
+                    "the message bus is unavailable; try again shortly",
+                    reason=errors.BUS_UNAVAILABLE,
+                )
             kv = await self.rt.js.key_value(bus.CANCELLATIONS_BUCKET)
             await kv.delete(task_id)
         async with self.rt.engine.begin() as conn:
@@ -361,13 +350,14 @@ class Tasks:
         resumes an unfinished task. Pausing a paused task, or resuming a running one,
         changes nothing."""
         caller = principal.current()
-        task_id = _check_uuid(task_id, "task")
+        task_id = _check_uuid(task_id, "task_id")
         async with self.rt.engine.begin() as conn:
             task = _visible(await store.get_task(conn, task_id, lock=True), task_id, caller)
             if task.is_terminal:
                 verb = "pause" if paused else "resume"
                 raise errors.FailedPrecondition(
-                    f"the task already finished ({task.state}); there is nothing to {verb}"
+                    f"the task already finished ({task.state}); there is nothing to {verb}",
+                    reason="TASK_FINISHED",
                 )
             changed = task.paused != paused
             if changed:
@@ -400,12 +390,13 @@ class Tasks:
             raise errors.InvalidArgument.field(
                 "task.priority", f"must be between 0 and {highest}, got {priority}"
             )
-        task_id = _check_uuid(task_id, "task")
+        task_id = _check_uuid(task_id, "task.id")
         async with self.rt.engine.begin() as conn:
             task = _visible(await store.get_task(conn, task_id, lock=True), task_id, caller)
             if task.is_terminal:
                 raise errors.FailedPrecondition(
-                    f"the task already finished ({task.state}); its priority no longer matters"
+                    f"the task already finished ({task.state}); its priority no longer matters",
+                    reason="TASK_FINISHED",
                 )
             changed = task.priority != priority
             if changed:
@@ -420,7 +411,7 @@ class Tasks:
     async def delete(self, task_id: str) -> None:
         """Soft-deletes a task, cancelling it first when it has not finished."""
         caller = principal.current()
-        task_id = _check_uuid(task_id, "task")
+        task_id = _check_uuid(task_id, "task_id")
         cancelled = False
         async with self.rt.engine.begin() as conn:
             task = _visible(await store.get_task(conn, task_id, lock=True), task_id, caller)
@@ -437,7 +428,7 @@ class Tasks:
     async def visible_subtask(self, subtask_id: str) -> model.Subtask:
         """A subtask of a task the caller may see; NOT_FOUND otherwise."""
         caller = principal.current()
-        subtask_id = _check_uuid(subtask_id, "subtask")
+        subtask_id = _check_uuid(subtask_id, "subtask_id")
         async with self.rt.engine.connect() as conn:
             subtask = await store.get_subtask(conn, subtask_id)
         if subtask is None or (subtask.owner_id != caller.user_id and not caller.is_admin):
@@ -449,6 +440,12 @@ _PAGE_TEXT_BYTES = 2 * 1024 * 1024
 """A page of subtasks stops growing past this many bytes of text (a rendered prompt may be
 16,000 characters, twice per subtask), so a client's default 4 MiB receive limit takes
 any page; the next page token resumes after the last subtask sent."""
+
+
+def _task_position(task: model.Task) -> dict[str, Any]:
+    """Where the next page of tasks starts: after this task's (create_time, id)."""
+    assert task.create_time is not None  # a stored task always has one
+    return paging.Cursor(task.create_time, uuid.UUID(task.id)).position()
 
 
 def _fitting(subtasks: list[model.Subtask]) -> list[model.Subtask]:
@@ -466,10 +463,13 @@ def _fitting(subtasks: list[model.Subtask]) -> list[model.Subtask]:
 def _check_retryable(task: model.Task) -> None:
     if not task.is_terminal or not task.all_subtasks_completed:
         raise errors.FailedPrecondition(
-            "the task is still running; retry it after it finishes (or cancel it first)"
+            "the task is still running; retry it after it finishes (or cancel it first)",
+            reason="TASK_STILL_RUNNING",
         )
     if task.failed_count + task.cancelled_count == 0:
-        raise errors.FailedPrecondition("the task has no failed or cancelled subtasks to retry")
+        raise errors.FailedPrecondition(
+            "the task has no failed or cancelled subtasks to retry", reason="NOTHING_TO_RETRY"
+        )
 
 
 def _task_row(task_id: str, owner_id: str, s: spec.TaskSpec, total: int) -> dict[str, Any]:
@@ -494,6 +494,8 @@ def _task_row(task_id: str, owner_id: str, s: spec.TaskSpec, total: int) -> dict
         "webhook_url": webhook.url if webhook else None,
         "webhook_secret": webhook.secret if webhook else None,
         "webhook_events": list(webhook.selected_events) if webhook else [],
+        "reuse_results": s.reuse_results,
+        "share_results": s.share_results,
         "state": model.PENDING,
         "total_images": total,
     }
@@ -565,7 +567,7 @@ class Watches:
     ) -> AsyncIterator[WatchUpdate]:
         """The updates of one watch; ends after the task finished and its last change."""
         caller = principal.current()
-        task_id = _check_uuid(task_id, "task")
+        task_id = _check_uuid(task_id, "task_id")
         if after_version < 0:
             raise errors.InvalidArgument.field("after_version", "must not be negative")
         # Listen before the first read, so no change between the read and the wait is missed.

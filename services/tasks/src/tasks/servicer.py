@@ -8,7 +8,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from kiln.common import errors
+from kiln.common import errors, vocabulary
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from tasks import convert, images, service, system, validation
 
@@ -176,7 +176,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
 
 def _queue_proto(stats: system.QueueStats) -> tasks_pb2.QueueStats:
     return tasks_pb2.QueueStats(
-        queue=convert.QUEUE_ENUMS[stats.queue],
+        queue=vocabulary.QUEUE_ENUMS[stats.queue],
         pending=stats.pending,
         in_flight=stats.in_flight,
         redelivered=stats.redelivered,
@@ -189,7 +189,7 @@ def _queue_proto(stats: system.QueueStats) -> tasks_pb2.QueueStats:
 
 def _queue_name(value: int) -> str:
     # An unset or unknown queue becomes "", which the use case refuses after the role check.
-    return "" if value == tasks_pb2.QUEUE_UNSPECIFIED else convert.QUEUE_NAMES.get(value, "")
+    return "" if value == tasks_pb2.QUEUE_UNSPECIFIED else vocabulary.QUEUE_NAMES.get(value, "")
 
 
 class SystemServicer(tasks_pb2_grpc.SystemServiceServicer):
@@ -229,7 +229,9 @@ class SystemServicer(tasks_pb2_grpc.SystemServiceServicer):
         for beat in beats:
             worker = tasks_pb2.Worker(
                 worker_id=beat.worker_id,
-                queues=[convert.QUEUE_ENUMS[q] for q in beat.queues if q in convert.QUEUE_ENUMS],
+                queues=[
+                    vocabulary.QUEUE_ENUMS[q] for q in beat.queues if q in vocabulary.QUEUE_ENUMS
+                ],
                 concurrency=beat.concurrency,
                 in_flight=beat.in_flight,
                 processed=beat.processed,

@@ -10,15 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from kiln.common import ratios
-
-QUEUES: tuple[str, ...] = ("standard", "lumina", "high_priority")
-"""Worker queues, in the order workers that serve several of them prefer."""
-
-DEFAULT_QUEUE = "standard"
-
-OUTPUT_FORMATS: tuple[str, ...] = ("png", "webp", "jpeg")
-DEFAULT_OUTPUT_FORMAT = "png"
+from kiln.common import ratios, vocabulary
 
 WEBHOOK_EVENTS: tuple[str, ...] = ("task_finished", "subtask_finished")
 DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("task_finished",)
@@ -66,12 +58,16 @@ class TaskSpec:
     ratio: str = ratios.DEFAULT_RATIO
     seed: int | None = None
     use_polish: bool = False
-    queue: str = DEFAULT_QUEUE
+    queue: str = vocabulary.DEFAULT_QUEUE
     negative_prompt: str = ""
-    output_format: str = DEFAULT_OUTPUT_FORMAT
+    output_format: str = vocabulary.DEFAULT_IMAGE_FORMAT
     priority: int = 0
     tags: tuple[str, ...] = ()
     webhook: WebhookSpec | None = None
+    reuse_results: bool = False
+    """Serve subtasks with copies of already stored images of the same render inputs."""
+    share_results: bool = False
+    """Let other owners' reusing tasks copy this task's images."""
     request_id: str = ""
     """The idempotency key, checked here so its violation comes with all the others."""
 

@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tasks import model, ranking
+from kiln.common import job_errors
+from tasks import lifecycle, model, ranking
 
-LIVE = "('pending', 'queued', 'running')"
+LIVE = lifecycle.LIVE_SQL
 
 SUBTASK_COLUMNS = (
     "id",
@@ -102,9 +103,10 @@ async def enqueue_pending(conn: AsyncConnection, task_id: str, priority: int) ->
     """Adds an outbox row for every pending subtask of the task; returns how many."""
     result = await conn.execute(
         text(
-            "INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, "
+            "INSERT INTO tasks.outbox (subtask_id, task_id, owner_id, queue, priority, "  # noqa: S608
             "attempt, generation) SELECT id, task_id, owner_id, queue, :p, attempt, generation "
-            "FROM tasks.subtasks WHERE task_id = CAST(:t AS uuid) AND state = 'pending' "
+            "FROM tasks.subtasks WHERE task_id = CAST(:t AS uuid) "
+            f"AND state IN {lifecycle.DISPATCH_FROM_SQL} "
             "AND NOT superseded ORDER BY idx"
         ),
         {"t": task_id, "p": priority},
@@ -336,9 +338,10 @@ async def cancel_waiting(conn: AsyncConnection, task_id: str) -> list[str]:
     )
     rows = await conn.execute(
         text(
-            "UPDATE tasks.subtasks SET state = 'cancelled', finish_time = now(), "
-            "error_type = 'CANCELLED', error_message = 'the task was cancelled' "
-            "WHERE task_id = CAST(:t AS uuid) AND state IN ('pending', 'queued') "
+            f"UPDATE tasks.subtasks SET state = {lifecycle.sql(lifecycle.CANCELLED)}, "  # noqa: S608
+            f"finish_time = now(), error_type = '{job_errors.CANCELLED}', "
+            "error_message = 'the task was cancelled' "
+            f"WHERE task_id = CAST(:t AS uuid) AND state IN {lifecycle.CANCEL_SQL} "
             "AND NOT superseded RETURNING id"
         ),
         {"t": task_id},
@@ -360,8 +363,8 @@ async def retry_subtasks(conn: AsyncConnection, task_id: str) -> tuple[int, int,
     old = (
         await conn.execute(
             text(
-                "UPDATE tasks.subtasks SET superseded = true WHERE task_id = CAST(:t AS uuid) "
-                "AND state IN ('failed', 'cancelled') AND NOT superseded RETURNING id, state"
+                "UPDATE tasks.subtasks SET superseded = true WHERE task_id = CAST(:t AS uuid) "  # noqa: S608
+                f"AND state IN {lifecycle.RETRYABLE_SQL} AND NOT superseded RETURNING id, state"
             ),
             {"t": task_id},
         )
@@ -370,17 +373,18 @@ async def retry_subtasks(conn: AsyncConnection, task_id: str) -> tuple[int, int,
         return 0, 0, []
     new = await conn.execute(
         text(
-            "INSERT INTO tasks.subtasks (id, task_id, idx, owner_id, variable_values, prompt, "
+            "INSERT INTO tasks.subtasks (id, task_id, idx, owner_id, variable_values, prompt, "  # noqa: S608
             "negative_prompt, ratio, width, height, seed, use_polish, queue, output_format, "
             "state, attempt, retried_from) "
             "SELECT gen_random_uuid(), task_id, idx, owner_id, variable_values, prompt, "
             "negative_prompt, ratio, width, height, seed, use_polish, queue, output_format, "
-            "'pending', attempt + 1, id FROM tasks.subtasks WHERE id = ANY(CAST(:ids AS uuid[])) "
+            f"{lifecycle.sql(lifecycle.PENDING)}, attempt + 1, id FROM tasks.subtasks "
+            "WHERE id = ANY(CAST(:ids AS uuid[])) "
             "RETURNING id"
         ),
         {"ids": [str(r[0]) for r in old]},
     )
-    failed = sum(1 for r in old if r[1] == model.FAILED)
+    failed = sum(1 for r in old if r[1] == lifecycle.FAILED)
     return failed, len(old) - failed, [str(r[0]) for r in new]
 
 

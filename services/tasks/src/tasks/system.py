@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kiln.common import bus, errors, principal
 from kiln.imagegen.v1 import jobs_pb2
-from tasks import estimates, model
+from tasks import estimates, lifecycle, model
 
 log = structlog.get_logger("tasks.system")
 
@@ -86,7 +86,7 @@ class System:
         workers = await estimates.read_heartbeats(self._js)
         return SystemStats(
             tasks_by_state={s: int(tasks.get(s, 0)) for s in model.TASK_STATES},
-            subtasks_by_state={s: int(subtasks.get(s, 0)) for s in model.SUBTASK_STATES},
+            subtasks_by_state={s: int(subtasks.get(s, 0)) for s in lifecycle.STATES},
             images_last_minute=int(row[0]),
             images_per_minute_last_hour=int(row[1]) / 60.0,
             outbox_backlog=int(backlog or 0),

@@ -116,7 +116,7 @@ async def start(cfg: TasksConfig, signer: TestSigner) -> Running:
 async def stop(running: Running) -> None:
     """Stops the server and closes everything."""
     await running.channel.close()
-    await running.app.close()
+    await running.app.stop()
 
 
 def create_request(

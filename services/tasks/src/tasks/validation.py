@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 
-from kiln.common import errors, paging, ratios, textlimits
+from kiln.common import errors, paging, ratios, textlimits, vocabulary
 from kiln.imagegen.v1 import imagegen_pb2, jobs_pb2
 from tasks import expansion, webhook_target
 from tasks import spec as task_spec
@@ -293,12 +293,14 @@ def _largest_empty_job() -> int:
         subtask_id=str(uuid.UUID(int=0)),
         task_id=str(uuid.UUID(int=0)),
         owner_id="x" * _MAX_OWNER_ID_LEN,
-        queue=max(task_spec.QUEUES, key=len),
+        queue=max(vocabulary.QUEUES, key=len),
         attempt=big,
         width=big,
         height=big,
         seed=task_spec.MAX_SEED,
         use_polish=True,
+        reuse_results=True,
+        share_results=True,
         format=imagegen_pb2.ImageFormat.Name(max(imagegen_pb2.ImageFormat.values())),
         generation=big,
         index=big,
@@ -335,12 +337,12 @@ def _check_scalars(spec: task_spec.TaskSpec, limits: task_spec.Limits) -> Iterat
         yield Violation(
             "settings.seed", f"must be between 0 and {task_spec.MAX_SEED}, got {spec.seed}"
         )
-    if spec.queue not in task_spec.QUEUES:
-        yield Violation("settings.queue", _unknown("queue", spec.queue, task_spec.QUEUES))
-    if spec.output_format not in task_spec.OUTPUT_FORMATS:
+    if spec.queue not in vocabulary.QUEUES:
+        yield Violation("settings.queue", _unknown("queue", spec.queue, vocabulary.QUEUES))
+    if spec.output_format not in vocabulary.IMAGE_FORMATS:
         yield Violation(
             "settings.output_format",
-            _unknown("output format", spec.output_format, task_spec.OUTPUT_FORMATS),
+            _unknown("output format", spec.output_format, vocabulary.IMAGE_FORMATS),
         )
     if not 0 <= spec.priority <= limits.max_priority:
         yield Violation(

@@ -207,7 +207,9 @@ class Hub:
         """A listener of `task_id`'s changes, for as long as the context lasts."""
         if self._per_user.get(user_id, 0) >= self._max_per_user:
             raise errors.ResourceExhausted(
-                f"at most {self._max_per_user} concurrent watches per user", retry_after=5.0
+                f"at most {self._max_per_user} concurrent watches per user",
+                reason="TOO_MANY_WATCHES",
+                retry_after=5.0,
             )
         self._per_user[user_id] = self._per_user.get(user_id, 0) + 1
         topic = self._topics.get(task_id)

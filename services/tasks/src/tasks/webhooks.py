@@ -38,6 +38,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kiln.common.backoff import Backoff
 from tasks import metrics, model, store, webhook_target
 
 log = structlog.get_logger("tasks.webhooks")
@@ -166,7 +167,7 @@ class Sender:
         self._engine = engine
         self._allow_private = allow_private
         self._max_attempts = max_attempts
-        self._backoff = backoff
+        self._delays = Backoff(first=backoff, cap=backoff * 64)
         self._poll = poll
         self._resolve = resolver
         self._timeout = timeout
@@ -319,7 +320,7 @@ class Sender:
             state = "failed"
         else:
             state = "pending"
-        delay = min(self._backoff * 2 ** (number - 1), self._backoff * 64)
+        delay = self._delays.delay(number)
         async with self._engine.begin() as conn:
             await conn.execute(
                 text(

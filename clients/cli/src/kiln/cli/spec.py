@@ -12,6 +12,8 @@ images_per_combination: 2          # optional, default 1
 ratio: "16:9"                      # 1:1 16:9 9:16 4:3 3:4 3:2 2:3 21:9
 seed: 42                           # optional: subtask i gets 42 + i; omit for random
 polish: true                       # optional: polish each prompt before rendering
+reuse: true                        # optional: copy stored images of the same inputs
+share: false                       # optional: let other users' tasks reuse these images
 queue: standard                    # standard | high_priority | lumina
 format: webp                       # png | webp | jpeg
 priority: 5                        # 0..9
@@ -37,19 +39,21 @@ from kiln.tasks.v1 import tasks_pb2
 
 KEYS = {
     "name", "prompt", "negative_prompt", "variables", "zip", "images_per_combination",
-    "ratio", "seed", "polish", "queue", "format", "priority", "tags", "request_id", "webhook",
+    "ratio", "seed", "polish", "reuse", "share", "queue", "format", "priority", "tags",
+    "request_id", "webhook",
 }  # fmt: skip
-# Spec words -> proto enum value names (protobuf accepts the names).
-QUEUES = {
-    "standard": "QUEUE_STANDARD",
-    "high_priority": "QUEUE_HIGH_PRIORITY",
-    "lumina": "QUEUE_LUMINA",
-}
-FORMATS = {"png": "OUTPUT_FORMAT_PNG", "webp": "OUTPUT_FORMAT_WEBP", "jpeg": "OUTPUT_FORMAT_JPEG"}
-EVENTS = {
-    "task_finished": "WEBHOOK_EVENT_TASK_FINISHED",
-    "subtask_finished": "WEBHOOK_EVENT_SUBTASK_FINISHED",
-}
+
+
+def _words(prefix: str, names: list[str]) -> dict[str, str]:
+    # A spec word is the enum value's name without its prefix, in lower case.
+    return {n.removeprefix(prefix).lower(): n for n in names if not n.endswith("_UNSPECIFIED")}
+
+
+# Spec words -> proto enum value names (protobuf accepts the names), read from the protos so
+# a new queue, format or event needs no change here.
+QUEUES = _words("QUEUE_", list(tasks_pb2.Queue.keys()))
+FORMATS = _words("OUTPUT_FORMAT_", list(tasks_pb2.OutputFormat.keys()))
+EVENTS = _words("WEBHOOK_EVENT_", list(tasks_pb2.WebhookEvent.keys()))
 
 
 def load(path: Path) -> tasks_pb2.CreateTaskRequest:
@@ -88,6 +92,8 @@ def to_request(data: dict[str, Any], source: str = "spec") -> tasks_pb2.CreateTa
     if data.get("seed") is not None:
         settings.seed = int(data["seed"])
     settings.use_polish = bool(data.get("polish", False))
+    settings.reuse_results = bool(data.get("reuse", False))
+    settings.share_results = bool(data.get("share", False))
     settings.negative_prompt = str(data.get("negative_prompt", ""))
     settings.queue = _choice(data, "queue", QUEUES, source)  # type: ignore[assignment]
     settings.output_format = _choice(data, "format", FORMATS, source)  # type: ignore[assignment]

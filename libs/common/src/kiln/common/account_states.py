@@ -73,9 +73,9 @@ class AccountState:
         """`caller` as this state allows: UNAUTHENTICATED when deactivated or the token is
         older than `tokens_not_before`; the role capped at the current one."""
         if not self.active:
-            raise errors.Unauthenticated(DEACTIVATED)
+            raise errors.Unauthenticated(DEACTIVATED, reason="ACCOUNT_DEACTIVATED")
         if caller.issued_at < self.tokens_not_before:
-            raise errors.Unauthenticated(SIGNED_OUT)
+            raise errors.Unauthenticated(SIGNED_OUT, reason="TOKEN_REVOKED")
         role = min(caller.role, self.role, key=_RANK.__getitem__)
         return caller if role is caller.role else dataclasses.replace(caller, role=role)
 
@@ -100,7 +100,7 @@ class AccountStates:
     def admit(self, caller: Principal) -> Principal:
         """`caller` checked against their current state (see `AccountState.admit`)."""
         if not self._ready.is_set() and self.strict:
-            raise errors.Unavailable(NOT_READY)
+            raise errors.Unavailable(NOT_READY, reason="ACCOUNT_STATES_LOADING")
         state = self._states.get(caller.user_id)
         return caller if state is None else state.admit(caller)
 

@@ -7,6 +7,8 @@ consumer and a KEDA trigger that refer to the same queue use the same constant.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import ClassVar
 
 from nats.js import api
 
@@ -28,6 +30,10 @@ IMAGES_STORE = "images"
 POLISH_CACHE_BUCKET = "polish_cache"
 """Polished prompts shared by the workers: key = hash of polisher config and prompt."""
 POLISH_CACHE_TTL_SECONDS = 7 * 86400.0
+RENDER_INDEX_BUCKET = "render_index"
+"""Stored images by render key (a hash of the render inputs), for tasks that reuse results:
+key = scope (the owner's, or `shared`) and render key, value = the image's subtask and
+object names. Kept as long as the images are."""
 MSG_ID_HEADER = "Nats-Msg-Id"
 ACCOUNTS_BUCKET = "auth_accounts"
 """Each user's role, active flag and tokens_not_before, key = user id: written only by the
@@ -72,6 +78,15 @@ class ReplicationSettings:
 class BusSettings(ReplicationSettings):
     """Delivery limits of the job bus; the tasks service and workers must agree on them."""
 
+    retired_settings: ClassVar[Mapping[str, str]] = {
+        "TASKS_JOB_TIME_LIMIT_SECONDS": "JOB_TIME_LIMIT_SECONDS",
+        "IMAGEGEN_TIME_LIMIT_SECONDS": "JOB_TIME_LIMIT_SECONDS",
+        "TASKS_JOB_AGE_LIMIT_SECONDS": "JOB_MAX_AGE_SECONDS",
+        "IMAGEGEN_AGE_LIMIT_SECONDS": "JOB_MAX_AGE_SECONDS",
+    }
+    """Per-service variables these shared settings replaced: one still set stops start-up,
+    so a limit raised on one side only cannot silently differ from the other."""
+
     job_ack_wait: float = setting(
         "JOB_ACK_WAIT_SECONDS",
         "A job not acknowledged (or heartbeated) within this is redelivered.",
@@ -82,6 +97,21 @@ class BusSettings(ReplicationSettings):
         "JOB_MAX_DELIVER",
         "Deliveries of one job before it is failed (1 + retries).",
         4,
+        check=positive,
+    )
+    job_time_limit: float = setting(
+        "JOB_TIME_LIMIT_SECONDS",
+        "Longest one job may polish, render and store; past it the worker fails the attempt "
+        "with TIME_LIMIT (retryable), and the tasks service re-queues a subtask running this "
+        "long plus TASKS_JOB_GRACE_SECONDS.",
+        300.0,
+        check=positive,
+    )
+    job_max_age: float = setting(
+        "JOB_MAX_AGE_SECONDS",
+        "A subtask older than this fails with EXPIRED, not retried: the tasks service expires "
+        "waiting ones, a worker refuses to start one.",
+        86400.0,
         check=positive,
     )
     dedupe_window: float = setting(
@@ -265,6 +295,15 @@ def _buckets(settings: BusSettings) -> list[api.KeyValueConfig]:
         api.KeyValueConfig(
             bucket=POLISH_CACHE_BUCKET,
             ttl=POLISH_CACHE_TTL_SECONDS,
+            history=1,
+            storage=api.StorageType.FILE,
+            replicas=settings.jetstream_replicas,
+        ),
+        # An entry outliving its image is harmless (the worker checks the image exists and
+        # renders when it does not); the same age limit only keeps the index small.
+        api.KeyValueConfig(
+            bucket=RENDER_INDEX_BUCKET,
+            ttl=settings.images_max_age or None,
             history=1,
             storage=api.StorageType.FILE,
             replicas=settings.jetstream_replicas,

@@ -3,7 +3,8 @@
 Each field is declared with `setting()`, which names its environment variable(s) and
 documents it. `load()` reads the process environment, falling back to an optional `.env`
 file, converts each value to the field's type, and fails with `ConfigError` naming the
-variable when a value is missing or malformed. Nothing else in the code base reads
+variable when a value is missing or malformed, or when a variable a class lists in its
+`retired_settings` (old name -> replacement) is still set. Nothing else in the code base reads
 `os.environ`.
 """
 
@@ -99,6 +100,9 @@ def load(
         source.update({k: v for k, v in dotenv.dotenv_values(env_file).items() if v is not None})
     source.update(os.environ if environ is None else environ)
 
+    for old, new in _retired_settings(cls).items():
+        if source.get(old, "") != "":
+            raise ConfigError(old, f"is no longer read; set {new} instead")
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -118,6 +122,15 @@ def load(
             raise ConfigError(variable, problem)
         values[field.name] = value
     return cls(**values)
+
+
+def _retired_settings(cls: type[Any]) -> dict[str, str]:
+    """Old variable -> its replacement, from `retired_settings` class attributes (a
+    ClassVar mapping) anywhere in `cls`'s bases."""
+    retired: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        retired.update(vars(base).get("retired_settings", {}))
+    return retired
 
 
 def describe(cls: type[Any]) -> Iterator[tuple[str, str, str]]:

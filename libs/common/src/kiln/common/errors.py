@@ -62,15 +62,26 @@ class FieldViolation:
 
 
 class KilnError(Exception):
-    """Base of every error a caller may see. Subclasses fix the status code and reason."""
+    """Base of every error a caller may see. Subclasses fix the status code; `reason` is the
+    ErrorInfo reason (AIP-193): one UPPER_SNAKE name per logical error, so a program can tell
+    "still running" from "nothing to retry" without reading the message. The class default
+    is only a fallback; raise sites pass a specific one (docs/DESIGN.md lists them)."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
 
-    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         message = clip(message, MAX_ERROR_MESSAGE_BYTES)
         super().__init__(message)
         self.message = message
+        if reason is not None:
+            self.reason = reason
         self.metadata = {k: clip(v, MAX_FIELD_BYTES) for k, v in (metadata or {}).items()}
 
     def details(
@@ -90,18 +101,25 @@ class InvalidArgument(KilnError):
     """The request is malformed; every violation is reported at once."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "INVALID_ARGUMENT"
+    reason = "INVALID_FIELD"
+    """Fields break the contract; BadRequest names each field and what is wrong."""
 
-    def __init__(self, violations: Iterable[FieldViolation], message: str | None = None) -> None:
+    def __init__(
+        self,
+        violations: Iterable[FieldViolation],
+        message: str | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
         self.violations = list(violations)
         if message is None:
             message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
-        super().__init__(message or "invalid request")
+        super().__init__(message or "invalid request", reason=reason)
 
     @classmethod
-    def field(cls, field: str, description: str) -> InvalidArgument:
+    def field(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
         """An error about a single field."""
-        return cls([FieldViolation(field, description)])
+        return cls([FieldViolation(field, description)], reason=reason)
 
     def details(
         self,
@@ -123,7 +141,9 @@ class Unauthenticated(KilnError):
     """No valid credential: missing, expired, forged or revoked."""
 
     code = grpc.StatusCode.UNAUTHENTICATED
-    reason = "UNAUTHENTICATED"
+    reason = "INVALID_TOKEN"
+    """The access token is malformed, forged, expired or not for us (the verifier's only
+    failure); the other causes pass their own reason."""
 
 
 class PermissionDenied(KilnError):
@@ -134,7 +154,8 @@ class PermissionDenied(KilnError):
 
 
 class NotFound(KilnError):
-    """The resource does not exist, or belongs to someone the caller may not see."""
+    """The resource does not exist, or belongs to someone the caller may not see. The
+    reason names the resource: TASK_NOT_FOUND, API_KEY_NOT_FOUND..."""
 
     code = grpc.StatusCode.NOT_FOUND
     reason = "NOT_FOUND"
@@ -145,6 +166,7 @@ class NotFound(KilnError):
         resource_id = clip(resource_id, _MAX_ECHOED_ID)
         super().__init__(
             f"{resource} {resource_id!r} not found",
+            reason=f"{resource.upper().replace(' ', '_')}_NOT_FOUND",
             metadata={"resource": resource, "id": resource_id},
         )
 
@@ -173,10 +195,11 @@ class ResourceExhausted(KilnError):
         self,
         message: str,
         *,
+        reason: str | None = None,
         retry_after: float | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message, metadata=metadata)
+        super().__init__(message, reason=reason, metadata=metadata)
         self.retry_after = retry_after
 
     def details(
@@ -216,7 +239,11 @@ class Internal(KilnError):
         super().__init__(f"internal error (error id {error_id})", metadata={"error_id": error_id})
 
 
-def _dependency_failures() -> tuple[tuple[tuple[type[BaseException], ...], str], ...]:
+DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+BUS_UNAVAILABLE = "BUS_UNAVAILABLE"
+
+
+def _dependency_failures() -> tuple[tuple[tuple[type[BaseException], ...], str, str], ...]:
     import nats.errors  # noqa: PLC0415 - kept local so importing errors stays cheap
     import psycopg  # noqa: PLC0415
     import sqlalchemy.exc  # noqa: PLC0415
@@ -230,6 +257,7 @@ def _dependency_failures() -> tuple[tuple[tuple[type[BaseException], ...], str],
                 psycopg.OperationalError,
             ),
             "the database is unavailable; try again shortly",
+            DATABASE_UNAVAILABLE,
         ),
         (
             (
@@ -241,8 +269,13 @@ def _dependency_failures() -> tuple[tuple[tuple[type[BaseException], ...], str],
                 nats.errors.OutboundBufferLimitError,
             ),
             "the message bus is unavailable; try again shortly",
+            BUS_UNAVAILABLE,
         ),
-        ((ConnectionError,), "a dependency is unavailable; try again shortly"),
+        (
+            (ConnectionError,),
+            "a dependency is unavailable; try again shortly",
+            "DEPENDENCY_UNAVAILABLE",
+        ),
     )
 
 
@@ -252,9 +285,9 @@ def classify(exc: BaseException) -> KilnError | None:
         return exc
     if isinstance(exc, NotImplementedError):
         return Unimplemented("this method is not implemented yet")
-    for kinds, message in _dependency_failures():
+    for kinds, message, reason in _dependency_failures():
         if isinstance(exc, kinds):
-            return Unavailable(message)
+            return Unavailable(message, reason=reason)
     return None
 
 

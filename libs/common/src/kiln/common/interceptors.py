@@ -314,10 +314,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if header is None:
                 if public:
                     return
-                raise errors.Unauthenticated("a valid access token is required")
+                raise errors.Unauthenticated(
+                    "a valid access token is required", reason="TOKEN_MISSING"
+                )
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise errors.Unauthenticated("the authorization header must be 'Bearer <token>'")
+                raise errors.Unauthenticated(
+                    "the authorization header must be 'Bearer <token>'",
+                    reason="MALFORMED_AUTHORIZATION_HEADER",
+                )
             try:
                 caller = await verifier.verify(token.strip())
                 principal.set_current(caller if accounts is None else accounts.admit(caller))

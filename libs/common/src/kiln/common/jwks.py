@@ -61,7 +61,9 @@ class JwksKeySource:
             except (grpc.aio.AioRpcError, OSError, ValueError) as exc:
                 log.warning("jwks_fetch_failed", error=type(exc).__name__)
                 if self._fetched_at is None:
-                    raise errors.Unavailable("token keys cannot be fetched yet") from None
+                    raise errors.Unavailable(
+                        "token keys cannot be fetched yet", reason="TOKEN_KEYS_UNAVAILABLE"
+                    ) from None
 
 
 def grpc_jwks_fetcher(

@@ -9,8 +9,9 @@ kept equal to `authorization_config()` by a test) all use it.
   and the object store, publishes jobs, writes cancellations and queue pauses, consumes
   events and advisories, reads images and heartbeats.
 - imagegen (the workers) takes jobs from its queues' consumers, acknowledges them, publishes
-  events and heartbeats, writes images and shared polishes, reads and watches pauses and
-  cancellations. It creates nothing: it waits until tasks has provisioned the bus.
+  events and heartbeats, writes images, shared polishes and the render index, reads stored
+  images (to reuse them), reads and watches pauses and cancellations. It creates nothing:
+  it waits until tasks has provisioned the bus.
 - auth owns the `auth_accounts` bucket (account changes that tasks and imagegen read and
   watch).
 
@@ -104,6 +105,7 @@ _TASKS_STREAMS = (
     _kv(bus.QUEUE_STATE_BUCKET),
     _kv(bus.CANCELLATIONS_BUCKET),
     _kv(bus.POLISH_CACHE_BUCKET),
+    _kv(bus.RENDER_INDEX_BUCKET),
     _obj(bus.IMAGES_STORE),
 )
 
@@ -149,6 +151,8 @@ def _imagegen() -> Permissions:
             f"$KV.{bus.WORKERS_BUCKET}.>",
             *_read(_kv(bus.POLISH_CACHE_BUCKET)),
             f"$KV.{bus.POLISH_CACHE_BUCKET}.>",
+            *_read(_kv(bus.RENDER_INDEX_BUCKET)),
+            f"$KV.{bus.RENDER_INDEX_BUCKET}.>",
             *_read(_kv(bus.QUEUE_STATE_BUCKET)),
             *_watch(_kv(bus.QUEUE_STATE_BUCKET)),
             *_read(_kv(bus.CANCELLATIONS_BUCKET)),
@@ -160,6 +164,8 @@ def _imagegen() -> Permissions:
             *_read(images),
             f"$JS.API.STREAM.PURGE.{images}",
             f"$O.{bus.IMAGES_STORE}.>",
+            # Reusing a stored image: reading its chunks (an ordered consumer).
+            *_watch(images),
         ),
         subscribe=(f"{inbox_prefix(IMAGEGEN)}.>",),
     )

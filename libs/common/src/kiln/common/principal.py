@@ -47,7 +47,7 @@ def current() -> Principal:
     """The verified caller; UNAUTHENTICATED when the RPC carried no valid token."""
     principal = _current.get()
     if principal is None:
-        raise errors.Unauthenticated("a valid access token is required")
+        raise errors.Unauthenticated("a valid access token is required", reason="TOKEN_MISSING")
     return principal
 
 
@@ -60,5 +60,7 @@ def require_admin() -> Principal:
     """The caller, who must be an admin; PERMISSION_DENIED otherwise."""
     principal = current()
     if not principal.is_admin:
-        raise errors.PermissionDenied("this call needs the admin role")
+        raise errors.PermissionDenied(
+            "this call needs the admin role", reason="ADMIN_ROLE_REQUIRED"
+        )
     return principal

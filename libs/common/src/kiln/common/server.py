@@ -3,10 +3,13 @@
 `ServiceHost` builds a grpc.aio server with the Kiln interceptors, message-size limits and a
 raised pending-request limit, registers health and reflection, ties health to the process's
 real dependencies, and shuts down gracefully: SIGTERM -> NOT_SERVING -> drain -> exit.
+`ServiceApp` is what each service's `build()` returns and `serve_app` runs, so all three
+services start, handle signals and stop the same way.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import dataclasses
@@ -238,9 +241,13 @@ class ServiceHost:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
 
+    async def stop_requested(self) -> None:
+        """Returns once a stop is requested."""
+        await self._stopping.wait()
+
     async def wait(self) -> None:
         """Serves until a stop is requested, then shuts down gracefully."""
-        await self._stopping.wait()
+        await self.stop_requested()
         await self.shutdown()
 
     async def shutdown(self) -> None:
@@ -256,17 +263,47 @@ class ServiceHost:
         log.info("server_stopped")
 
 
-async def serve_until_stopped(
-    host: ServiceHost, closers: Sequence[Callable[[], Awaitable[object]]] = ()
-) -> None:
-    """Starts `host`, serves until SIGTERM/SIGINT, drains, then runs `closers` in order."""
+class ServiceApp(abc.ABC):
+    """The one start-up shape of a Kiln service: `build(settings)` in the service's app.py
+    assembles one of these, and `serve_app` runs it.
+
+    `start()` starts the service's own background work, then serves; `drain()` finishes that
+    work on SIGTERM while the server drains its calls; `close()` releases what `build`
+    acquired. `stop()` ends everything at once (tests run the server in-process)."""
+
+    host: ServiceHost
+
+    @abc.abstractmethod
+    async def start(self) -> int:
+        """Starts background work and the server; returns the bound port."""
+
+    async def drain(self) -> None:
+        """Finishes or hands back the service's own work on a graceful stop; runs alongside
+        the server's shutdown. Nothing by default."""
+        return
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Releases every resource (the server has stopped by then)."""
+
+    async def stop(self) -> None:
+        """Stops serving at once, without a grace period, and closes everything."""
+        await self.host.monitor.stop()
+        await self.host.server.stop(0)
+        await self.close()
+
+
+async def serve_app(app: ServiceApp) -> None:
+    """Starts `app`, serves until SIGTERM/SIGINT, then drains the app's work alongside the
+    server's graceful shutdown, and closes the app (also when starting failed). A signal
+    that arrives while the app starts is acted on once it has started."""
     try:
-        await host.start()
-        host.install_signal_handlers()
-        await host.wait()
+        app.host.install_signal_handlers()
+        await app.start()
+        await app.host.stop_requested()
+        await asyncio.gather(app.drain(), app.host.shutdown())
     finally:
-        for close in closers:
-            try:
-                await close()
-            except Exception:
-                log.warning("close_failed", exc_info=True)
+        try:
+            await app.close()
+        except Exception:
+            log.warning("close_failed", exc_info=True)

@@ -28,6 +28,11 @@ if _version_not_supported:
 class AuthServiceStub:
     """AuthService owns users, credentials, refresh tokens, API keys and the keys that sign
     access tokens. Other services verify access tokens locally with the keys from GetJwks.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
+    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
+    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     def __init__(self, channel):
@@ -111,12 +116,20 @@ class AuthServiceStub:
 class AuthServiceServicer:
     """AuthService owns users, credentials, refresh tokens, API keys and the keys that sign
     access tokens. Other services verify access tokens locally with the keys from GetJwks.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
+    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
+    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     def Register(self, request, context):
         """Register creates a user account with the `user` role. Public: no token needed, but
         throttled per client address, and refused with PERMISSION_DENIED when the operator has
         closed self-registration (then admins create accounts with CreateUser).
+        Errors (ErrorInfo.reason): REGISTRATION_CLOSED (PERMISSION_DENIED); EMAIL_TAKEN
+        (ALREADY_EXISTS); REGISTRATION_THROTTLED, REGISTRATION_BUSY (RESOURCE_EXHAUSTED, with
+        RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +138,8 @@ class AuthServiceServicer:
     def Login(self, request, context):
         """Login exchanges a password or an API key for an access token (and, for a password, a
         refresh token). Public: no token needed.
+        Errors (ErrorInfo.reason): WRONG_CREDENTIALS, INVALID_API_KEY, ACCOUNT_DEACTIVATED
+        (UNAUTHENTICATED); LOGIN_THROTTLED (RESOURCE_EXHAUSTED, with RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,6 +148,7 @@ class AuthServiceServicer:
     def RefreshToken(self, request, context):
         """RefreshToken rotates a refresh token: the old one is spent and a new pair is returned.
         Presenting a spent refresh token again revokes its whole family. Public.
+        Errors (ErrorInfo.reason): INVALID_REFRESH_TOKEN, ACCOUNT_DEACTIVATED (UNAUTHENTICATED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +165,7 @@ class AuthServiceServicer:
 
     def GetCurrentUser(self, request, context):
         """GetCurrentUser returns the user the access token belongs to.
+        Errors (ErrorInfo.reason): USER_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +173,7 @@ class AuthServiceServicer:
 
     def ChangePassword(self, request, context):
         """ChangePassword replaces the caller's password and revokes all their refresh tokens.
+        Errors (ErrorInfo.reason): WRONG_CREDENTIALS, ACCOUNT_DEACTIVATED (UNAUTHENTICATED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -163,6 +181,8 @@ class AuthServiceServicer:
 
     def CreateApiKey(self, request, context):
         """CreateApiKey creates an API key for a service account; the secret is returned only once.
+        Errors (ErrorInfo.reason): ADMIN_ROLE_REQUIRED (PERMISSION_DENIED: an admin key, or a key for
+        another user); USER_NOT_FOUND; USER_DEACTIVATED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,6 +190,7 @@ class AuthServiceServicer:
 
     def ListApiKeys(self, request, context):
         """ListApiKeys lists API keys (metadata only, never secrets).
+        Errors (ErrorInfo.reason): INVALID_PAGE_TOKEN (INVALID_ARGUMENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,6 +198,7 @@ class AuthServiceServicer:
 
     def RevokeApiKey(self, request, context):
         """RevokeApiKey revokes an API key at once.
+        Errors (ErrorInfo.reason): API_KEY_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,6 +206,8 @@ class AuthServiceServicer:
 
     def ListUsers(self, request, context):
         """ListUsers lists users, newest first, with paging and search. Admin only.
+        Errors (ErrorInfo.reason): ADMIN_ROLE_REQUIRED (PERMISSION_DENIED); INVALID_PAGE_TOKEN
+        (INVALID_ARGUMENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -191,6 +215,7 @@ class AuthServiceServicer:
 
     def GetUser(self, request, context):
         """GetUser returns one user. Admin only.
+        Errors (ErrorInfo.reason): ADMIN_ROLE_REQUIRED; USER_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,6 +224,8 @@ class AuthServiceServicer:
     def UpdateUser(self, request, context):
         """UpdateUser changes the fields named in the update mask. Admin only. A demotion or
         deactivation reaches every service within seconds, also for access tokens already issued.
+        Errors (ErrorInfo.reason): ADMIN_ROLE_REQUIRED; USER_NOT_FOUND; SELF_DEMOTION
+        (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,6 +234,7 @@ class AuthServiceServicer:
     def CreateUser(self, request, context):
         """CreateUser creates an account with a chosen role. Admin only; works also when
         self-registration is closed.
+        Errors (ErrorInfo.reason): ADMIN_ROLE_REQUIRED; EMAIL_TAKEN (ALREADY_EXISTS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -304,6 +332,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
 class AuthService:
     """AuthService owns users, credentials, refresh tokens, API keys and the keys that sign
     access tokens. Other services verify access tokens locally with the keys from GetJwks.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
+    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
+    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     @staticmethod

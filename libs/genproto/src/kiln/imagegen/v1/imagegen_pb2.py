@@ -23,31 +23,32 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from kiln.tasks.v1 import tasks_pb2 as kiln_dot_tasks_dot_v1_dot_tasks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fkiln/imagegen/v1/imagegen.proto\x12\x10kiln.imagegen.v1\x1a\x1egoogle/protobuf/duration.proto\"\xb7\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\r\n\x05ratio\x18\x03 \x01(\t\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x12\n\nuse_polish\x18\x06 \x01(\x08\x12-\n\x06\x66ormat\x18\x07 \x01(\x0e\x32\x1d.kiln.imagegen.v1.ImageFormatB\x07\n\x05_seed\"5\n\x10GenerateProgress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\"\xc4\x01\n\x0eGeneratedImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x0e\n\x06prompt\x18\x06 \x01(\t\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x32\n\x0frender_duration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05model\x18\t \x01(\t\"\x87\x01\n\x10GenerateResponse\x12\x36\n\x08progress\x18\x01 \x01(\x0b\x32\".kiln.imagegen.v1.GenerateProgressH\x00\x12\x31\n\x05image\x18\x02 \x01(\x0b\x32 .kiln.imagegen.v1.GeneratedImageH\x00\x42\x08\n\x06update\"\x13\n\x11ListModelsRequest\"j\n\tModelInfo\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0e\n\x06ratios\x18\x04 \x03(\t\x12\r\n\x05sizes\x18\x05 \x03(\t\x12\x0e\n\x06served\x18\x06 \x01(\x08\"S\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.kiln.imagegen.v1.ModelInfo\x12\x10\n\x08polisher\x18\x02 \x01(\t*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x02\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x03\x32\xbf\x01\n\x0fImageGenService\x12S\n\x08Generate\x12!.kiln.imagegen.v1.GenerateRequest\x1a\".kiln.imagegen.v1.GenerateResponse0\x01\x12W\n\nListModels\x12#.kiln.imagegen.v1.ListModelsRequest\x1a$.kiln.imagegen.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fkiln/imagegen/v1/imagegen.proto\x12\x10kiln.imagegen.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19kiln/tasks/v1/tasks.proto\"\xe2\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\r\n\x05ratio\x18\x03 \x01(\t\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x12\n\nuse_polish\x18\x06 \x01(\x08\x12-\n\x06\x66ormat\x18\x07 \x01(\x0e\x32\x1d.kiln.imagegen.v1.ImageFormat\x12)\n\x0bqueue_value\x18\x08 \x01(\x0e\x32\x14.kiln.tasks.v1.QueueB\x07\n\x05_seed\"5\n\x10GenerateProgress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\"\xc4\x01\n\x0eGeneratedImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x0e\n\x06prompt\x18\x06 \x01(\t\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x32\n\x0frender_duration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05model\x18\t \x01(\t\"\x87\x01\n\x10GenerateResponse\x12\x36\n\x08progress\x18\x01 \x01(\x0b\x32\".kiln.imagegen.v1.GenerateProgressH\x00\x12\x31\n\x05image\x18\x02 \x01(\x0b\x32 .kiln.imagegen.v1.GeneratedImageH\x00\x42\x08\n\x06update\"\x13\n\x11ListModelsRequest\"j\n\tModelInfo\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0e\n\x06ratios\x18\x04 \x03(\t\x12\r\n\x05sizes\x18\x05 \x03(\t\x12\x0e\n\x06served\x18\x06 \x01(\x08\"S\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.kiln.imagegen.v1.ModelInfo\x12\x10\n\x08polisher\x18\x02 \x01(\t*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x02\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x03\x32\xbf\x01\n\x0fImageGenService\x12S\n\x08Generate\x12!.kiln.imagegen.v1.GenerateRequest\x1a\".kiln.imagegen.v1.GenerateResponse0\x01\x12W\n\nListModels\x12#.kiln.imagegen.v1.ListModelsRequest\x1a$.kiln.imagegen.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kiln.imagegen.v1.imagegen_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEFORMAT']._serialized_start=877
-  _globals['_IMAGEFORMAT']._serialized_end=988
-  _globals['_GENERATEREQUEST']._serialized_start=86
-  _globals['_GENERATEREQUEST']._serialized_end=269
-  _globals['_GENERATEPROGRESS']._serialized_start=271
-  _globals['_GENERATEPROGRESS']._serialized_end=324
-  _globals['_GENERATEDIMAGE']._serialized_start=327
-  _globals['_GENERATEDIMAGE']._serialized_end=523
-  _globals['_GENERATERESPONSE']._serialized_start=526
-  _globals['_GENERATERESPONSE']._serialized_end=661
-  _globals['_LISTMODELSREQUEST']._serialized_start=663
-  _globals['_LISTMODELSREQUEST']._serialized_end=682
-  _globals['_MODELINFO']._serialized_start=684
-  _globals['_MODELINFO']._serialized_end=790
-  _globals['_LISTMODELSRESPONSE']._serialized_start=792
-  _globals['_LISTMODELSRESPONSE']._serialized_end=875
-  _globals['_IMAGEGENSERVICE']._serialized_start=991
-  _globals['_IMAGEGENSERVICE']._serialized_end=1182
+  _globals['_IMAGEFORMAT']._serialized_start=947
+  _globals['_IMAGEFORMAT']._serialized_end=1058
+  _globals['_GENERATEREQUEST']._serialized_start=113
+  _globals['_GENERATEREQUEST']._serialized_end=339
+  _globals['_GENERATEPROGRESS']._serialized_start=341
+  _globals['_GENERATEPROGRESS']._serialized_end=394
+  _globals['_GENERATEDIMAGE']._serialized_start=397
+  _globals['_GENERATEDIMAGE']._serialized_end=593
+  _globals['_GENERATERESPONSE']._serialized_start=596
+  _globals['_GENERATERESPONSE']._serialized_end=731
+  _globals['_LISTMODELSREQUEST']._serialized_start=733
+  _globals['_LISTMODELSREQUEST']._serialized_end=752
+  _globals['_MODELINFO']._serialized_start=754
+  _globals['_MODELINFO']._serialized_end=860
+  _globals['_LISTMODELSRESPONSE']._serialized_start=862
+  _globals['_LISTMODELSRESPONSE']._serialized_end=945
+  _globals['_IMAGEGENSERVICE']._serialized_start=1061
+  _globals['_IMAGEGENSERVICE']._serialized_end=1252
 # @@protoc_insertion_point(module_scope)

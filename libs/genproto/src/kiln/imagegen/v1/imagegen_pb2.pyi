@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from kiln.tasks.v1 import tasks_pb2 as _tasks_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -22,7 +23,7 @@ IMAGE_FORMAT_WEBP: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "ratio", "seed", "queue", "use_polish", "format")
+    __slots__ = ("prompt", "negative_prompt", "ratio", "seed", "queue", "use_polish", "format", "queue_value")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     RATIO_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +31,7 @@ class GenerateRequest(_message.Message):
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     USE_POLISH_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_VALUE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     ratio: str
@@ -37,7 +39,8 @@ class GenerateRequest(_message.Message):
     queue: str
     use_polish: bool
     format: ImageFormat
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., ratio: _Optional[str] = ..., seed: _Optional[int] = ..., queue: _Optional[str] = ..., use_polish: _Optional[bool] = ..., format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
+    queue_value: _tasks_pb2.Queue
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., ratio: _Optional[str] = ..., seed: _Optional[int] = ..., queue: _Optional[str] = ..., use_polish: _Optional[bool] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., queue_value: _Optional[_Union[_tasks_pb2.Queue, str]] = ...) -> None: ...
 
 class GenerateProgress(_message.Message):
     __slots__ = ("step", "total_steps")

@@ -28,6 +28,10 @@ if _version_not_supported:
 class ImageGenServiceStub:
     """ImageGenService renders single images on a worker, without a task. It is for internal
     callers that want one picture now; batch work goes through the tasks service.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD
+    (INVALID_ARGUMENT; BadRequest names each field), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     def __init__(self, channel):
@@ -51,10 +55,17 @@ class ImageGenServiceStub:
 class ImageGenServiceServicer:
     """ImageGenService renders single images on a worker, without a task. It is for internal
     callers that want one picture now; batch work goes through the tasks service.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD
+    (INVALID_ARGUMENT; BadRequest names each field), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     def Generate(self, request, context):
         """Generate renders one image: a stream of progress updates, then the result with the bytes.
+        Errors (ErrorInfo.reason): QUEUE_PAUSED, RENDER_FAILED (FAILED_PRECONDITION);
+        TOO_MANY_GENERATE_CALLS, PROVIDER_RATE_LIMITED (RESOURCE_EXHAUSTED, with RetryInfo);
+        PROVIDER_UNAVAILABLE, RENDER_TIMEOUT (UNAVAILABLE; retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,6 +102,10 @@ def add_ImageGenServiceServicer_to_server(servicer, server):
 class ImageGenService:
     """ImageGenService renders single images on a worker, without a task. It is for internal
     callers that want one picture now; batch work goes through the tasks service.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD
+    (INVALID_ARGUMENT; BadRequest names each field), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     @staticmethod

@@ -20,15 +20,54 @@ class SubtaskEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SUBTASK_EVENT_KIND_SUCCEEDED: _ClassVar[SubtaskEventKind]
     SUBTASK_EVENT_KIND_FAILED: _ClassVar[SubtaskEventKind]
     SUBTASK_EVENT_KIND_CANCELLED: _ClassVar[SubtaskEventKind]
+
+class JobErrorType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_ERROR_TYPE_UNSPECIFIED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_RENDER_FAILED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_PROVIDER_TIMEOUT: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_PROVIDER_UNAVAILABLE: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_RATE_LIMITED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_INVALID_PROMPT: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_UNSUPPORTED_SIZE: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_PROVIDER_REJECTED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_TIME_LIMIT: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_EXPIRED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_MALFORMED_JOB: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_STORAGE_UNAVAILABLE: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_WORKER_ERROR: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_CANCELLED: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_TIMEOUT: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_MAX_DELIVERIES: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_UNPUBLISHABLE: _ClassVar[JobErrorType]
+    JOB_ERROR_TYPE_FAILED: _ClassVar[JobErrorType]
 SUBTASK_EVENT_KIND_UNSPECIFIED: SubtaskEventKind
 SUBTASK_EVENT_KIND_STARTED: SubtaskEventKind
 SUBTASK_EVENT_KIND_PROGRESS: SubtaskEventKind
 SUBTASK_EVENT_KIND_SUCCEEDED: SubtaskEventKind
 SUBTASK_EVENT_KIND_FAILED: SubtaskEventKind
 SUBTASK_EVENT_KIND_CANCELLED: SubtaskEventKind
+JOB_ERROR_TYPE_UNSPECIFIED: JobErrorType
+JOB_ERROR_TYPE_RENDER_FAILED: JobErrorType
+JOB_ERROR_TYPE_PROVIDER_TIMEOUT: JobErrorType
+JOB_ERROR_TYPE_PROVIDER_UNAVAILABLE: JobErrorType
+JOB_ERROR_TYPE_RATE_LIMITED: JobErrorType
+JOB_ERROR_TYPE_INVALID_PROMPT: JobErrorType
+JOB_ERROR_TYPE_UNSUPPORTED_SIZE: JobErrorType
+JOB_ERROR_TYPE_PROVIDER_REJECTED: JobErrorType
+JOB_ERROR_TYPE_TIME_LIMIT: JobErrorType
+JOB_ERROR_TYPE_EXPIRED: JobErrorType
+JOB_ERROR_TYPE_MALFORMED_JOB: JobErrorType
+JOB_ERROR_TYPE_STORAGE_UNAVAILABLE: JobErrorType
+JOB_ERROR_TYPE_WORKER_ERROR: JobErrorType
+JOB_ERROR_TYPE_CANCELLED: JobErrorType
+JOB_ERROR_TYPE_TIMEOUT: JobErrorType
+JOB_ERROR_TYPE_MAX_DELIVERIES: JobErrorType
+JOB_ERROR_TYPE_UNPUBLISHABLE: JobErrorType
+JOB_ERROR_TYPE_FAILED: JobErrorType
 
 class Job(_message.Message):
-    __slots__ = ("subtask_id", "task_id", "owner_id", "queue", "attempt", "prompt", "negative_prompt", "width", "height", "seed", "use_polish", "format", "create_time", "generation", "index", "ratio")
+    __slots__ = ("subtask_id", "task_id", "owner_id", "queue", "attempt", "prompt", "negative_prompt", "width", "height", "seed", "use_polish", "format", "create_time", "generation", "index", "ratio", "reuse_results", "share_results")
     SUBTASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +84,8 @@ class Job(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     RATIO_FIELD_NUMBER: _ClassVar[int]
+    REUSE_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_RESULTS_FIELD_NUMBER: _ClassVar[int]
     subtask_id: str
     task_id: str
     owner_id: str
@@ -61,7 +102,9 @@ class Job(_message.Message):
     generation: int
     index: int
     ratio: str
-    def __init__(self, subtask_id: _Optional[str] = ..., task_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., queue: _Optional[str] = ..., attempt: _Optional[int] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ..., use_polish: _Optional[bool] = ..., format: _Optional[_Union[_imagegen_pb2.ImageFormat, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., generation: _Optional[int] = ..., index: _Optional[int] = ..., ratio: _Optional[str] = ...) -> None: ...
+    reuse_results: bool
+    share_results: bool
+    def __init__(self, subtask_id: _Optional[str] = ..., task_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., queue: _Optional[str] = ..., attempt: _Optional[int] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ..., use_polish: _Optional[bool] = ..., format: _Optional[_Union[_imagegen_pb2.ImageFormat, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., generation: _Optional[int] = ..., index: _Optional[int] = ..., ratio: _Optional[str] = ..., reuse_results: _Optional[bool] = ..., share_results: _Optional[bool] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("type", "message", "retryable")
@@ -74,7 +117,7 @@ class JobError(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("object_name", "thumbnail_object_name", "content_type", "size_bytes", "sha256", "width", "height", "polished_prompt", "polish_duration", "render_duration", "store_duration", "model")
+    __slots__ = ("object_name", "thumbnail_object_name", "content_type", "size_bytes", "sha256", "width", "height", "polished_prompt", "polish_duration", "render_duration", "store_duration", "model", "reused_from_subtask_id")
     OBJECT_NAME_FIELD_NUMBER: _ClassVar[int]
     THUMBNAIL_OBJECT_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +130,7 @@ class JobResult(_message.Message):
     RENDER_DURATION_FIELD_NUMBER: _ClassVar[int]
     STORE_DURATION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FROM_SUBTASK_ID_FIELD_NUMBER: _ClassVar[int]
     object_name: str
     thumbnail_object_name: str
     content_type: str
@@ -99,7 +143,8 @@ class JobResult(_message.Message):
     render_duration: _duration_pb2.Duration
     store_duration: _duration_pb2.Duration
     model: str
-    def __init__(self, object_name: _Optional[str] = ..., thumbnail_object_name: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., polished_prompt: _Optional[str] = ..., polish_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., render_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., store_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+    reused_from_subtask_id: str
+    def __init__(self, object_name: _Optional[str] = ..., thumbnail_object_name: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., polished_prompt: _Optional[str] = ..., polish_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., render_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., store_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ..., reused_from_subtask_id: _Optional[str] = ...) -> None: ...
 
 class SubtaskEvent(_message.Message):
     __slots__ = ("event_id", "subtask_id", "task_id", "attempt", "sequence", "kind", "worker_id", "time", "step", "total_steps", "result", "error", "will_retry", "delivery")

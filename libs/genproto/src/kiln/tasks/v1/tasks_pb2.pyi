@@ -107,7 +107,7 @@ class Webhook(_message.Message):
     def __init__(self, url: _Optional[str] = ..., secret: _Optional[str] = ..., events: _Optional[_Iterable[_Union[WebhookEvent, str]]] = ...) -> None: ...
 
 class TaskSettings(_message.Message):
-    __slots__ = ("ratio", "seed", "use_polish", "queue", "negative_prompt", "output_format", "webhook")
+    __slots__ = ("ratio", "seed", "use_polish", "queue", "negative_prompt", "output_format", "webhook", "reuse_results", "share_results")
     RATIO_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     USE_POLISH_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,8 @@ class TaskSettings(_message.Message):
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    REUSE_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_RESULTS_FIELD_NUMBER: _ClassVar[int]
     ratio: str
     seed: int
     use_polish: bool
@@ -122,7 +124,9 @@ class TaskSettings(_message.Message):
     negative_prompt: str
     output_format: OutputFormat
     webhook: Webhook
-    def __init__(self, ratio: _Optional[str] = ..., seed: _Optional[int] = ..., use_polish: _Optional[bool] = ..., queue: _Optional[_Union[Queue, str]] = ..., negative_prompt: _Optional[str] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., webhook: _Optional[_Union[Webhook, _Mapping]] = ...) -> None: ...
+    reuse_results: bool
+    share_results: bool
+    def __init__(self, ratio: _Optional[str] = ..., seed: _Optional[int] = ..., use_polish: _Optional[bool] = ..., queue: _Optional[_Union[Queue, str]] = ..., negative_prompt: _Optional[str] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., webhook: _Optional[_Union[Webhook, _Mapping]] = ..., reuse_results: _Optional[bool] = ..., share_results: _Optional[bool] = ...) -> None: ...
 
 class ErrorDetail(_message.Message):
     __slots__ = ("type", "message")
@@ -222,7 +226,7 @@ class ZipGroup(_message.Message):
     def __init__(self, variables: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Subtask(_message.Message):
-    __slots__ = ("id", "task_id", "index", "variable_values", "prompt", "negative_prompt", "polished_prompt", "ratio", "width", "height", "seed", "use_polish", "queue", "state", "attempt", "error", "retried_from", "result", "queue_time", "start_time", "finish_time", "render_duration", "worker_id")
+    __slots__ = ("id", "task_id", "index", "variable_values", "prompt", "negative_prompt", "polished_prompt", "ratio", "width", "height", "seed", "use_polish", "queue", "state", "attempt", "error", "retried_from", "result", "queue_time", "start_time", "finish_time", "render_duration", "worker_id", "reused_from")
     class VariableValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +257,7 @@ class Subtask(_message.Message):
     FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
     RENDER_DURATION_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FROM_FIELD_NUMBER: _ClassVar[int]
     id: str
     task_id: str
     index: int
@@ -276,7 +281,8 @@ class Subtask(_message.Message):
     finish_time: _timestamp_pb2.Timestamp
     render_duration: _duration_pb2.Duration
     worker_id: str
-    def __init__(self, id: _Optional[str] = ..., task_id: _Optional[str] = ..., index: _Optional[int] = ..., variable_values: _Optional[_Mapping[str, str]] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., polished_prompt: _Optional[str] = ..., ratio: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ..., use_polish: _Optional[bool] = ..., queue: _Optional[_Union[Queue, str]] = ..., state: _Optional[_Union[SubtaskState, str]] = ..., attempt: _Optional[int] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., retried_from: _Optional[str] = ..., result: _Optional[_Union[ImageResult, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., render_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_id: _Optional[str] = ...) -> None: ...
+    reused_from: str
+    def __init__(self, id: _Optional[str] = ..., task_id: _Optional[str] = ..., index: _Optional[int] = ..., variable_values: _Optional[_Mapping[str, str]] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., polished_prompt: _Optional[str] = ..., ratio: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ..., use_polish: _Optional[bool] = ..., queue: _Optional[_Union[Queue, str]] = ..., state: _Optional[_Union[SubtaskState, str]] = ..., attempt: _Optional[int] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., retried_from: _Optional[str] = ..., result: _Optional[_Union[ImageResult, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., render_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_id: _Optional[str] = ..., reused_from: _Optional[str] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
     __slots__ = ("task_name", "prompt_template", "variables", "zip_groups", "images_per_combination", "settings", "priority", "tags", "request_id", "validate_only")

@@ -29,6 +29,11 @@ class TaskServiceStub:
     """TaskService creates batch image tasks, expands them into subtasks, and reports progress.
     Every RPC needs an access token; non-admins see only their own tasks, and another owner's
     task is reported as NOT_FOUND.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
+    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
+    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     def __init__(self, channel):
@@ -103,11 +108,17 @@ class TaskServiceServicer:
     """TaskService creates batch image tasks, expands them into subtasks, and reports progress.
     Every RPC needs an access token; non-admins see only their own tasks, and another owner's
     task is reported as NOT_FOUND.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
+    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
+    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     def CreateTask(self, request, context):
         """CreateTask validates a task, expands its variables into subtasks and queues them.
         With `request_id`, repeating the same request returns the same task.
+        Errors (ErrorInfo.reason): TOO_MANY_ACTIVE_TASKS (RESOURCE_EXHAUSTED, with RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,6 +126,7 @@ class TaskServiceServicer:
 
     def GetTask(self, request, context):
         """GetTask returns one task with its counts, progress, queue position and ETA.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND (well-formed id, but no task the caller may see).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +134,8 @@ class TaskServiceServicer:
 
     def ListTasks(self, request, context):
         """ListTasks lists tasks, newest first, with paging and filters.
+        Errors (ErrorInfo.reason): INVALID_PAGE_TOKEN (INVALID_ARGUMENT); ADMIN_ROLE_REQUIRED
+        (PERMISSION_DENIED, owner_id of another user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +143,7 @@ class TaskServiceServicer:
 
     def ListSubtasks(self, request, context):
         """ListSubtasks lists the subtasks of one task in index order.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; INVALID_PAGE_TOKEN (INVALID_ARGUMENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +151,7 @@ class TaskServiceServicer:
 
     def CancelTask(self, request, context):
         """CancelTask drops pending work and asks running work to stop.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +159,7 @@ class TaskServiceServicer:
 
     def DeleteTask(self, request, context):
         """DeleteTask soft-deletes a task, cancelling it first when it still runs.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,6 +167,8 @@ class TaskServiceServicer:
 
     def RetryTask(self, request, context):
         """RetryTask re-queues the failed and cancelled subtasks of a finished task as new attempts.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_STILL_RUNNING, NOTHING_TO_RETRY
+        (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,6 +177,8 @@ class TaskServiceServicer:
     def WatchTask(self, request, context):
         """WatchTask streams a snapshot of the task, then every change in order, and ends after
         the task reaches a terminal state. Resumable with the last version seen.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TOO_MANY_WATCHES (RESOURCE_EXHAUSTED, with
+        RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,6 +186,8 @@ class TaskServiceServicer:
 
     def GetImage(self, request, context):
         """GetImage streams one subtask's image: metadata first, then the bytes in chunks.
+        Errors (ErrorInfo.reason): SUBTASK_NOT_FOUND; NO_IMAGE (FAILED_PRECONDITION: the subtask has
+        not succeeded); IMAGE_EXPIRED (FAILED_PRECONDITION: removed by the image retention).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +196,7 @@ class TaskServiceServicer:
     def PauseTask(self, request, context):
         """PauseTask holds a task's subtasks that have not been dispatched yet; subtasks already
         queued or running finish. The task keeps its state and its place in the fair order.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +204,7 @@ class TaskServiceServicer:
 
     def ResumeTask(self, request, context):
         """ResumeTask lets a paused task's waiting subtasks be dispatched again.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,6 +213,7 @@ class TaskServiceServicer:
     def UpdateTask(self, request, context):
         """UpdateTask changes the fields named in the update mask of an unfinished task; only
         `priority` can change. The new order applies from the next dispatch round.
+        Errors (ErrorInfo.reason): TASK_NOT_FOUND; TASK_FINISHED (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -268,6 +294,11 @@ class TaskService:
     """TaskService creates batch image tasks, expands them into subtasks, and reports progress.
     Every RPC needs an access token; non-admins see only their own tasks, and another owner's
     task is reported as NOT_FOUND.
+    Errors every RPC may return (ErrorInfo.reason, domain "kiln"): INVALID_FIELD (INVALID_ARGUMENT;
+    BadRequest names each field, a malformed id included), TOKEN_MISSING,
+    MALFORMED_AUTHORIZATION_HEADER, INVALID_TOKEN, TOKEN_REVOKED, ACCOUNT_DEACTIVATED
+    (UNAUTHENTICATED), ACCOUNT_STATES_LOADING, DATABASE_UNAVAILABLE, BUS_UNAVAILABLE,
+    TOKEN_KEYS_UNAVAILABLE (UNAVAILABLE; retry).
     """
 
     @staticmethod
@@ -638,6 +669,8 @@ class SystemServiceServicer:
 
     def GetSystemStats(self, request, context):
         """GetSystemStats counts tasks and subtasks by state and recent throughput.
+        Errors (ErrorInfo.reason): ADMIN_ROLE_REQUIRED (PERMISSION_DENIED), as for every SystemService
+        RPC.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

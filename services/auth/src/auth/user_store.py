@@ -12,10 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth import paging
 from auth.models import User
 from auth.tables import users
-from kiln.common import errors
+from kiln.common import errors, paging
 from kiln.common.account_states import AccountState
 from kiln.common.principal import Role
 
@@ -70,7 +69,7 @@ async def insert(
             await conn.execute(users.insert().values(values))
     except IntegrityError as exc:
         if _is_duplicate_email(exc):
-            raise errors.AlreadyExists(EMAIL_TAKEN) from None
+            raise errors.AlreadyExists(EMAIL_TAKEN, reason="EMAIL_TAKEN") from None
         raise
     return _user(values)
 

@@ -16,9 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth import paging
 from auth.models import ApiKey
 from auth.tables import api_keys
+from kiln.common import paging
 from kiln.common.principal import Role
 
 KEY_PREFIX = "kiln"

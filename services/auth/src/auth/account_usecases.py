@@ -7,12 +7,14 @@ from typing import Any
 
 import structlog
 
-from auth import apikeys, paging, refresh, throttle, users, validation
+from auth import apikey_store, refresh_token_store, throttle, user_store, validation
 from auth.core import Core
 from auth.models import Page, User
 from auth.passwords import policy_violations
-from kiln.common import errors, principal
+from kiln.common import errors, ids, paging, principal
 from kiln.common.principal import Principal, Role
+
+_USERS_DEFAULT_PAGE = 100
 
 log = structlog.get_logger("auth.accounts")
 
@@ -40,7 +42,7 @@ async def register(
     RESOURCE_EXHAUSTED past the per-address limit; ALREADY_EXISTS when the email is taken.
     """
     if not core.self_registration:
-        raise errors.PermissionDenied(REGISTRATION_CLOSED)
+        raise errors.PermissionDenied(REGISTRATION_CLOSED, reason="REGISTRATION_CLOSED")
     if address is not None:
         limit = core.throttle.limits.registrations_per_address
         counted = {throttle.registration_key(address): limit}
@@ -50,6 +52,7 @@ async def register(
             log.info("register_throttled")
             raise errors.ResourceExhausted(
                 "too many registrations from this address; try again later",
+                reason="REGISTRATION_THROTTLED",
                 retry_after=retry_after,
             )
     return await create_account(core, email, password, display_name, Role.USER)
@@ -88,12 +91,12 @@ async def create_account(
     """
     email, display_name = _checked_fields(email, password, display_name)
     async with core.engine.connect() as conn:
-        taken = await users.email_taken(conn, email)
+        taken = await user_store.email_taken(conn, email)
     if taken:
-        raise errors.AlreadyExists(users.EMAIL_TAKEN)
+        raise errors.AlreadyExists(user_store.EMAIL_TAKEN, reason="EMAIL_TAKEN")
     encoded = await core.new_account_hashes.hash(core.hasher, password)
     async with core.engine.begin() as conn:
-        user = await users.insert(
+        user = await user_store.insert(
             conn,
             email=email,
             display_name=display_name,
@@ -107,9 +110,9 @@ async def create_account(
 
 async def current_user(core: Core, caller: Principal) -> User:
     """The caller's account as stored now."""
-    user_id = validation.parse_id("sub", caller.user_id)
+    user_id = ids.parse_id("sub", caller.user_id)
     async with core.engine.connect() as conn:
-        user = await users.get(conn, user_id)
+        user = await user_store.get(conn, user_id)
     if user is None:
         raise errors.NotFound("user", caller.user_id)
     return user
@@ -123,38 +126,38 @@ async def require_admin(core: Core) -> Principal:
     """
     caller = principal.require_admin()
     async with core.engine.connect() as conn:
-        user = await users.get(conn, validation.parse_id("sub", caller.user_id))
+        user = await user_store.get(conn, ids.parse_id("sub", caller.user_id))
     if user is None or not user.active:
-        raise errors.Unauthenticated("the account no longer exists or is deactivated")
+        raise errors.Unauthenticated(
+            "the account no longer exists or is deactivated", reason="ACCOUNT_DEACTIVATED"
+        )
     if user.role is not Role.ADMIN:
-        raise errors.PermissionDenied("this call needs the admin role")
+        raise errors.PermissionDenied(
+            "this call needs the admin role", reason="ADMIN_ROLE_REQUIRED"
+        )
     return caller
 
 
 async def list_users(core: Core, size: int, token: str, search: str) -> Page[User]:
     """A page of users, newest first, matching `search` in email or display name."""
     await require_admin(core)
-    limit = paging.page_size(size)
+    limit = paging.page_size(size, _USERS_DEFAULT_PAGE)
     search = search.strip()
     validation.raise_if(validation.search_violations("search", search))
     query = f"users:{search.lower()}"
-    after = paging.decode(token, query)
+    filters = paging.fingerprint(query)
+    after = paging.Cursor.after(token, filters)
     async with core.engine.connect() as conn:
-        found = await users.page(conn, search=search, after=after, limit=limit + 1)
-    items = found[:limit]
-    next_token = ""
-    if len(found) > limit:
-        last = items[-1]
-        next_token = paging.encode(paging.Cursor(last.create_time, last.id), query)
-    return Page(items, next_token)
+        found = await user_store.page(conn, search=search, after=after, limit=limit + 1)
+    return Page(*paging.cut(found, limit, filters, paging.keyset_position))
 
 
 async def get_user(core: Core, user_id: str) -> User:
     """One user; NOT_FOUND when there is none."""
     await require_admin(core)
-    parsed = validation.parse_id("id", user_id)
+    parsed = ids.parse_id("id", user_id)
     async with core.engine.connect() as conn:
-        user = await users.get(conn, parsed)
+        user = await user_store.get(conn, parsed)
     if user is None:
         raise errors.NotFound("user", user_id)
     return user
@@ -165,7 +168,7 @@ async def update_user(core: Core, user_id: str, changes: UserChanges) -> User:
     same transaction; a new role or active flag is then published, so every service refuses
     the lost powers of tokens already issued within seconds."""
     caller = await require_admin(core)
-    parsed = validation.parse_id("user.id", user_id)
+    parsed = ids.parse_id("user.id", user_id)
     values: dict[str, Any] = {}
     if changes.display_name is not None:
         name = changes.display_name.strip()
@@ -177,20 +180,22 @@ async def update_user(core: Core, user_id: str, changes: UserChanges) -> User:
         values["active"] = changes.active
     if str(parsed) == caller.user_id and (changes.active is False or changes.role is Role.USER):
         # Keeps at least the caller as an admin: nobody locks the last admin out by mistake.
-        raise errors.FailedPrecondition("admins cannot demote or deactivate themselves")
+        raise errors.FailedPrecondition(
+            "admins cannot demote or deactivate themselves", reason="SELF_DEMOTION"
+        )
     now = core.clock()
     async with core.engine.begin() as conn:
-        before = await users.get(conn, parsed, lock=True)
+        before = await user_store.get(conn, parsed, lock=True)
         if before is None:
             raise errors.NotFound("user", user_id)
-        after = await users.update(conn, parsed, values, now) if values else before
+        after = await user_store.update(conn, parsed, values, now) if values else before
         if after is None:
             raise errors.NotFound("user", user_id)
         if before.active and not after.active:
-            tokens = await refresh.revoke_user(conn, parsed, now)
-            keys = await apikeys.revoke_user(conn, parsed, now)
+            tokens = await refresh_token_store.revoke_user(conn, parsed, now)
+            keys = await apikey_store.revoke_user(conn, parsed, now)
             # Reactivating later must not bring the old access tokens back to life.
-            await users.refuse_tokens_before(conn, parsed, now)
+            await user_store.refuse_tokens_before(conn, parsed, now)
             log.info("user_deactivated", user_id=str(parsed), refresh_tokens_revoked=tokens,
                      api_keys_revoked=keys)  # fmt: skip
     if (before.role, before.active) != (after.role, after.active):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import structlog
 
-from auth import apikeys, refresh, throttle, users, validation
+from auth import apikey_store, refresh_token_store, throttle, user_store, validation
 from auth.core import Core
 from auth.models import TokenPair, User
 from auth.passwords import MAX_LENGTH, policy_violations
-from kiln.common import errors
+from kiln.common import errors, ids
 from kiln.common.principal import Principal, Role
 
 log = structlog.get_logger("auth.sessions")
@@ -25,7 +25,9 @@ _ROLE_RANK = {Role.USER: 0, Role.ADMIN: 1}
 
 def _throttled(retry_after: float) -> errors.ResourceExhausted:
     return errors.ResourceExhausted(
-        "too many failed sign-in attempts; try again later", retry_after=retry_after
+        "too many failed sign-in attempts; try again later",
+        reason="LOGIN_THROTTLED",
+        retry_after=retry_after,
     )
 
 
@@ -57,7 +59,7 @@ async def login_with_password(
         raise _throttled(retry_after)
 
     async with core.engine.connect() as conn:
-        found = await users.get_with_hash(conn, email)
+        found = await user_store.get_with_hash(conn, email)
     user, encoded = found if found else (None, None)
     matched = await core.hasher.verify(encoded, password)
     if user is None or encoded is None or not matched or not user.active:
@@ -65,15 +67,15 @@ async def login_with_password(
             "unknown_email" if user is None else "wrong_password" if not matched else "inactive"
         )
         log.info("login_failed", method="password", reason=reason)
-        raise errors.Unauthenticated(WRONG_CREDENTIALS)
+        raise errors.Unauthenticated(WRONG_CREDENTIALS, reason="WRONG_CREDENTIALS")
 
     rehashed = await core.hasher.hash(password) if core.hasher.needs_rehash(encoded) else None
     now = core.clock()
     async with core.engine.begin() as conn:
         await core.throttle.succeeded(conn, account=account_key, address=address_key)
         if rehashed is not None:
-            await users.set_password_hash(conn, user.id, rehashed, now)
-        new_refresh = await refresh.issue(conn, user.id, now, core.refresh_ttl)
+            await user_store.set_password_hash(conn, user.id, rehashed, now)
+        new_refresh = await refresh_token_store.issue(conn, user.id, now, core.refresh_ttl)
     access = core.issuer.issue(user.id, user.email, user.role, now, user.tokens_not_before)
     log.info("login_succeeded", method="password", user_id=str(user.id),
              rehashed=rehashed is not None)  # fmt: skip
@@ -97,8 +99,10 @@ async def login_with_api_key(core: Core, key: str, address: str | None) -> tuple
             raise _throttled(retry_after)
 
     async with core.engine.begin() as conn:
-        api_key = await apikeys.find_by_key(conn, key) if apikeys.looks_like_key(key) else None
-        user = await users.get(conn, api_key.user_id) if api_key else None
+        api_key = (
+            await apikey_store.find_by_key(conn, key) if apikey_store.looks_like_key(key) else None
+        )
+        user = await user_store.get(conn, api_key.user_id) if api_key else None
         usable = (
             api_key is not None
             and api_key.revoke_time is None
@@ -107,12 +111,12 @@ async def login_with_api_key(core: Core, key: str, address: str | None) -> tuple
             and user.active
         )
         if usable and api_key is not None and user is not None:
-            await apikeys.touch(conn, api_key.id, now)
+            await apikey_store.touch(conn, api_key.id, now)
             await core.throttle.succeeded(conn, account=None, address=address_key)
     if not usable or api_key is None or user is None:
         log.info("login_failed", method="api_key",
                  key_id=str(api_key.id) if api_key else None)  # fmt: skip
-        raise errors.Unauthenticated(BAD_API_KEY)
+        raise errors.Unauthenticated(BAD_API_KEY, reason="INVALID_API_KEY")
 
     # A key never grants more than its user has now: demoting the user demotes the key.
     role = min(api_key.role, user.role, key=_ROLE_RANK.__getitem__)
@@ -127,24 +131,24 @@ async def rotate(core: Core, token: str) -> TokenPair:
         raise errors.InvalidArgument.field("refresh_token", "is required")
     now = core.clock()
     async with core.engine.begin() as conn:
-        presented = await refresh.present(conn, token, now)
+        presented = await refresh_token_store.present(conn, token, now)
         outcome = presented.outcome
         user = None
         new_refresh = None
-        if presented.family_id is not None and outcome is refresh.Outcome.REUSED:
-            revoked = await refresh.revoke_family(conn, presented.family_id, now)
+        if presented.family_id is not None and outcome is refresh_token_store.Outcome.REUSED:
+            revoked = await refresh_token_store.revoke_family(conn, presented.family_id, now)
             log.warning("refresh_token_reuse_detected", user_id=str(presented.user_id),
                         family_id=str(presented.family_id), revoked=revoked)  # fmt: skip
-        elif outcome is refresh.Outcome.VALID and presented.id and presented.user_id:
-            user = await users.get(conn, presented.user_id)
+        elif outcome is refresh_token_store.Outcome.VALID and presented.id and presented.user_id:
+            user = await user_store.get(conn, presented.user_id)
             if user is not None and user.active:
-                await refresh.mark_spent(conn, presented.id, now)
-                new_refresh = await refresh.issue(
+                await refresh_token_store.mark_spent(conn, presented.id, now)
+                new_refresh = await refresh_token_store.issue(
                     conn, user.id, now, core.refresh_ttl, presented.family_id
                 )
     if user is None or new_refresh is None:
         log.info("refresh_failed", outcome=outcome.value)
-        raise errors.Unauthenticated(BAD_REFRESH_TOKEN)
+        raise errors.Unauthenticated(BAD_REFRESH_TOKEN, reason="INVALID_REFRESH_TOKEN")
     access = core.issuer.issue(user.id, user.email, user.role, now, user.tokens_not_before)
     return TokenPair(access.token, access.expire_time, new_refresh.token, new_refresh.expire_time)
 
@@ -163,19 +167,19 @@ async def logout(core: Core, caller: Principal, token: str, all_sessions: bool =
         )
     now = core.clock()
     async with core.engine.begin() as conn:
-        presented = await refresh.present(conn, token, now)
+        presented = await refresh_token_store.present(conn, token, now)
         if presented.family_id is not None and str(presented.user_id) == caller.user_id:
-            await refresh.revoke_family(conn, presented.family_id, now)
+            await refresh_token_store.revoke_family(conn, presented.family_id, now)
             log.info("logged_out", user_id=caller.user_id)
 
 
 async def logout_everywhere(core: Core, caller: Principal) -> None:
     """Ends every session of the caller: refresh tokens revoked, access tokens refused."""
-    user_id = validation.parse_id("sub", caller.user_id)
+    user_id = ids.parse_id("sub", caller.user_id)
     now = core.clock()
     async with core.engine.begin() as conn:
-        revoked = await refresh.revoke_user(conn, user_id, now)
-        await users.refuse_tokens_before(conn, user_id, now)
+        revoked = await refresh_token_store.revoke_user(conn, user_id, now)
+        await user_store.refuse_tokens_before(conn, user_id, now)
     core.account_changed(user_id)
     log.info("logged_out_everywhere", user_id=caller.user_id, refresh_tokens_revoked=revoked)
 
@@ -183,12 +187,14 @@ async def logout_everywhere(core: Core, caller: Principal) -> None:
 async def change_password(core: Core, caller: Principal, old: str, new: str) -> None:
     """Replaces the caller's password after checking the old one, and revokes every refresh
     token they have (all their other sessions end at their access token's expiry)."""
-    user_id = validation.parse_id("sub", caller.user_id)
+    user_id = ids.parse_id("sub", caller.user_id)
     async with core.engine.connect() as conn:
-        user = await users.get(conn, user_id)
-        encoded = await users.password_hash(conn, user_id)
+        user = await user_store.get(conn, user_id)
+        encoded = await user_store.password_hash(conn, user_id)
     if user is None or encoded is None or not user.active:
-        raise errors.Unauthenticated("the account no longer exists or is deactivated")
+        raise errors.Unauthenticated(
+            "the account no longer exists or is deactivated", reason="ACCOUNT_DEACTIVATED"
+        )
     violations = [] if old else [errors.FieldViolation("old_password", "is required")]
     if len(old) > MAX_LENGTH:
         violations.append(
@@ -211,7 +217,7 @@ async def change_password(core: Core, caller: Principal, old: str, new: str) -> 
     rehashed = await core.hasher.hash(new)
     now = core.clock()
     async with core.engine.begin() as conn:
-        await users.set_password_hash(conn, user_id, rehashed, now)
-        revoked = await refresh.revoke_user(conn, user_id, now)
+        await user_store.set_password_hash(conn, user_id, rehashed, now)
+        revoked = await refresh_token_store.revoke_user(conn, user_id, now)
         await core.throttle.succeeded(conn, account=account_key, address=None)
     log.info("password_changed", user_id=str(user_id), refresh_tokens_revoked=revoked)

@@ -10,11 +10,13 @@ import datetime
 
 import structlog
 
-from auth import accounts, apikeys, paging, users, validation
+from auth import account_usecases, apikey_store, user_store, validation
 from auth.core import Core
 from auth.models import ApiKey, Page
-from kiln.common import errors, principal
+from kiln.common import errors, ids, paging, principal
 from kiln.common.principal import Principal, Role
+
+_KEYS_DEFAULT_PAGE = 100
 
 log = structlog.get_logger("auth.credentials")
 
@@ -23,7 +25,7 @@ async def _caller(core: Core) -> Principal:
     """The caller; an admin token is re-checked against the database."""
     caller = principal.current()
     if caller.is_admin:
-        return await accounts.require_admin(core)
+        return await account_usecases.require_admin(core)
     return caller
 
 
@@ -44,20 +46,24 @@ async def create(
     validation.raise_if(violations)
     role = role or Role.USER
     if role is Role.ADMIN and not caller.is_admin:
-        raise errors.PermissionDenied("only admins may create admin keys")
-    caller_id = validation.parse_id("sub", caller.user_id)
-    owner_id = validation.parse_id("user_id", user_id) if user_id else caller_id
+        raise errors.PermissionDenied(
+            "only admins may create admin keys", reason="ADMIN_ROLE_REQUIRED"
+        )
+    caller_id = ids.parse_id("sub", caller.user_id)
+    owner_id = ids.parse_id("user_id", user_id) if user_id else caller_id
     if owner_id != caller_id and not caller.is_admin:
-        raise errors.PermissionDenied("only admins may create keys for another user")
+        raise errors.PermissionDenied(
+            "only admins may create keys for another user", reason="ADMIN_ROLE_REQUIRED"
+        )
     async with core.engine.begin() as conn:
-        owner = await users.get(conn, owner_id)
+        owner = await user_store.get(conn, owner_id)
         if owner is None:
             raise errors.NotFound("user", str(owner_id))
         if not owner.active:
-            raise errors.FailedPrecondition("the user is deactivated")
+            raise errors.FailedPrecondition("the user is deactivated", reason="USER_DEACTIVATED")
         if role is Role.ADMIN and owner.role is not Role.ADMIN:
             raise errors.InvalidArgument.field("role", "must not exceed the user's own role")
-        api_key, secret = await apikeys.insert(
+        api_key, secret = await apikey_store.insert(
             conn,
             user_id=owner_id,
             name=name,
@@ -74,12 +80,13 @@ async def create(
 async def list_keys(core: Core, size: int, token: str, include_revoked: bool) -> Page[ApiKey]:
     """The caller's keys, or everyone's for an admin, newest first (metadata only)."""
     caller = await _caller(core)
-    limit = paging.page_size(size)
-    owner = None if caller.is_admin else validation.parse_id("sub", caller.user_id)
+    limit = paging.page_size(size, _KEYS_DEFAULT_PAGE)
+    owner = None if caller.is_admin else ids.parse_id("sub", caller.user_id)
     query = f"api_keys:{owner or '*'}:{include_revoked}"
-    after = paging.decode(token, query)
+    filters = paging.fingerprint(query)
+    after = paging.Cursor.after(token, filters)
     async with core.engine.connect() as conn:
-        found = await apikeys.page(
+        found = await apikey_store.page(
             conn,
             user_id=owner,
             include_revoked=include_revoked,
@@ -87,23 +94,18 @@ async def list_keys(core: Core, size: int, token: str, include_revoked: bool) ->
             after=after,
             limit=limit + 1,
         )
-    items = found[:limit]
-    next_token = ""
-    if len(found) > limit:
-        last = items[-1]
-        next_token = paging.encode(paging.Cursor(last.create_time, last.id), query)
-    return Page(items, next_token)
+    return Page(*paging.cut(found, limit, filters, paging.keyset_position))
 
 
 async def revoke(core: Core, key_id: str) -> ApiKey:
     """Revokes a key at once (idempotent: the first revocation time is kept)."""
     caller = await _caller(core)
-    parsed = validation.parse_id("id", key_id)
+    parsed = ids.parse_id("id", key_id)
     async with core.engine.begin() as conn:
-        found = await apikeys.get(conn, parsed)
+        found = await apikey_store.get(conn, parsed)
         if found is None or (not caller.is_admin and str(found.user_id) != caller.user_id):
             raise errors.NotFound("api key", key_id)
-        revoked = await apikeys.revoke(conn, parsed, core.clock())
+        revoked = await apikey_store.revoke(conn, parsed, core.clock())
     if revoked is None:
         raise errors.NotFound("api key", key_id)
     log.info("api_key_revoked", key_id=key_id, by=caller.user_id)
