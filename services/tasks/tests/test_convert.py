@@ -6,8 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from kiln.common import vocabulary
 from kiln.tasks.v1 import tasks_pb2
-from tasks import convert, model
+from tasks import convert, lifecycle, model
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -65,7 +66,7 @@ def test_task_spec_reads_the_request_in_a_fixed_order() -> None:
     request.settings.queue = 99  # type: ignore[assignment]
     request.settings.seed = 0
     odd = convert.task_spec(request)
-    assert "99" in odd.queue and odd.queue not in convert.QUEUE_ENUMS
+    assert "99" in odd.queue and odd.queue not in vocabulary.QUEUE_ENUMS
     assert odd.seed == 0  # an explicit 0 is a seed, not "unset"
 
 
@@ -104,7 +105,7 @@ def test_every_state_converts_both_ways() -> None:
     """Every stored task and subtask state has its proto value and back."""
     for state in model.TASK_STATES:
         assert convert.TASK_STATE_NAMES[convert.task_proto(_task(state=state)).state] == state
-    for state in model.SUBTASK_STATES:
+    for state in lifecycle.STATES:
         value = convert.subtask_proto(_subtask(state=state)).state
         assert convert.SUBTASK_STATE_NAMES[value] == state
 
