@@ -44,8 +44,8 @@ class SyncServicer:
     def __getattr__(self, name: str) -> Callable[[Any, Any], Any]:
         handler = getattr(self._servicer, name)
         if inspect.isasyncgenfunction(handler):
-            return lambda request, context: self._stream(handler, request, context)
-        return lambda request, context: self._unary(handler, request, context)
+            return lambda request, context: self._stream(handler, request, _Context(context))
+        return lambda request, context: self._unary(handler, request, _Context(context))
 
     def _run(self, awaitable: Any) -> Any:
         # The new task copies this thread's context: the caller bound here is the one the
@@ -72,6 +72,22 @@ class SyncServicer:
             except Exception as exc:
                 _set_status(exc, context)
                 return
+
+
+class _Context:
+    """grpc_testing's servicer context, plus the peer a loopback client would have (its
+    own `peer()` is not implemented; auth reads it to throttle by address)."""
+
+    PEER = "ipv4:127.0.0.1:50000"
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def peer(self) -> str:
+        return self.PEER
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 async def _awaited(awaitable: Any) -> Any:
