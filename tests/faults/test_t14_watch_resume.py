@@ -43,6 +43,13 @@ def test_resumed_watch_has_no_gap_and_no_regression(fault: Fault) -> None:
     versions = [t.version for t in seen]
     # Task events carry the task version; several subtask events may share one version.
     assert versions == sorted(versions)
+    # Strictly: every change of the task comes with a higher version. Messages sharing a
+    # version (the subtask events of one change, the repeat after the resume) show the
+    # same task counts and state, so the distinct task states have strictly rising versions.
+    by_version: dict[int, set[tuple[Any, ...]]] = {}
+    for t in seen:
+        by_version.setdefault(t.version, set()).add(_counts(t))
+    assert all(len(states) == 1 for states in by_version.values()), by_version
     # The resumed stream may repeat the subtask changes of the version it resumed from
     # (the first stream can drop between two messages of one version), never older ones.
     assert all(v >= dropped_at.version for v in (u.task.version for u in resumed))
@@ -61,3 +68,15 @@ def test_resumed_watch_has_no_gap_and_no_regression(fault: Fault) -> None:
         "T14", dropped_at_progress=round(dropped_at.progress, 2),
         events_before=len(seen) - len(resumed), events_after=len(resumed),
     )  # fmt: skip
+
+
+def _counts(task: Any) -> tuple[Any, ...]:
+    """What a task version fixes: state, counters and progress (not read-time estimates)."""
+    return (
+        task.state,
+        task.succeeded_count,
+        task.failed_count,
+        task.cancelled_count,
+        task.running_count,
+        task.progress,
+    )

@@ -10,6 +10,7 @@ import pytest
 from fuzz.conftest import FuzzWorld
 from security import rpcs
 
+from kiln.common.testing import statuses
 from kiln.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
 NUL = "a\x00b"
@@ -50,6 +51,12 @@ def test_nul_in_text_is_invalid_argument(fuzz_world: FuzzWorld, case: str) -> No
         fuzz_world.channels[rpcs.TASKS], rpcs.rpc_named(name), request, who.metadata
     )
     assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, outcome
+    field = case.split(".", 1)[1]
+    named = statuses.violated_fields(outcome.trailers)
+    assert any(f == field or f.startswith((f"{field}[", f"{field}.")) for f in named), (
+        case,
+        named,
+    )
 
 
 def test_watch_resumed_past_the_current_version_still_gets_the_final_state(

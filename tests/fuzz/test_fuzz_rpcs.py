@@ -56,6 +56,12 @@ NARROW: dict[str, frozenset[grpc.StatusCode]] = {
 # Rendering RPCs cost real time per example.
 SLOW = {"ImageGenService.Generate": 4}
 LEAKS = ("Traceback", "<class", 'File "')
+STREAM_LIMIT = 10_000
+"""More messages than any fuzzed stream sends (GetImage's chunks of a small image)."""
+OPEN_ENDED = frozenset({"Health.Watch", "TaskService.WatchTask"})
+"""Streams that may never end on their own (a watch of an unfinished task)."""
+OPEN_STREAM_SECONDS = 0.5
+"""How long such a stream is read after its first message before it is cut (counted OK)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +105,18 @@ def send(
         # UNAUTHENTICATED; tests/security/test_account_revocation.py covers it.
         return []
     timeout = 5 if rpc.name == "TaskService.WatchTask" else 15
+    # Streams are read whole (an error after the first message counts); one that may stay
+    # open for good (OPEN_ENDED) is cut a moment after its first message.
     return [
-        rpcs.call(world.channels[host], rpc, payload, metadata, timeout=timeout, max_responses=1)
+        rpcs.call(
+            world.channels[host],
+            rpc,
+            payload,
+            metadata,
+            timeout=timeout,
+            max_responses=STREAM_LIMIT,
+            open_after=OPEN_STREAM_SECONDS if rpc.name in OPEN_ENDED else None,
+        )
         for host in rpc.hosts
     ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -135,10 +136,14 @@ def call(
     *,
     timeout: float = 20.0,
     max_responses: int = 50,
+    open_after: float | None = None,
 ) -> Outcome:
     """Calls `rpc` with `payload` (a message or raw bytes). A stream that is still open
     after `max_responses` messages is cancelled and counts as OK: Health.Watch and a watch
-    of an unfinished task never end on their own."""
+    of an unfinished task never end on their own. With `open_after`, a stream is also
+    cancelled (and counts as OK, with what arrived) once it has stayed open that many
+    seconds after its first message: the whole of a stream that ends, and what an endless
+    one sends, are read, without waiting for the deadline."""
     data = payload if isinstance(payload, bytes) else payload.SerializeToString()
     if rpc.client_streaming:
         method: Any = channel.stream_stream(rpc.path)
@@ -153,14 +158,27 @@ def call(
             return _failed(error)
         return Outcome(grpc.StatusCode.OK, "", tuple(done.trailing_metadata() or ()), (response,))
     responses: list[bytes] = []
+    timer: threading.Timer | None = None
     try:
         for response in pending:
             responses.append(response)
             if len(responses) >= max_responses:
                 pending.cancel()
                 return Outcome(grpc.StatusCode.OK, "", (), tuple(responses))
+            if open_after is not None and timer is None:
+                timer = threading.Timer(open_after, pending.cancel)
+                timer.start()
     except grpc.RpcError as error:
+        if (
+            timer is not None
+            and timer.finished.is_set()
+            and error.code() == grpc.StatusCode.CANCELLED
+        ):
+            return Outcome(grpc.StatusCode.OK, "", (), tuple(responses))  # still open: fine
         return dataclasses.replace(_failed(error), responses=tuple(responses))
+    finally:
+        if timer is not None:
+            timer.cancel()
     return Outcome(
         grpc.StatusCode.OK, "", tuple(pending.trailing_metadata() or ()), tuple(responses)
     )

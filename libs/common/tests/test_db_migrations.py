@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import text
 
 from kiln.common import db, migrations
@@ -47,7 +48,7 @@ async def test_statement_timeout_applies(database_url: str) -> None:
     )
     try:
         async with engine.connect() as connection:
-            with pytest.raises(Exception, match="statement timeout"):
+            with pytest.raises(sqlalchemy.exc.OperationalError, match="statement timeout"):
                 await connection.execute(text("SELECT pg_sleep(2)"))
     finally:
         await engine.dispose()

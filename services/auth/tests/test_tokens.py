@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from auth import keys
 from auth.testing import SIGNING_KEY, Account, AuthServer
 from kiln.auth.v1 import auth_pb2
-from kiln.common import jwks, tokens
+from kiln.common import errors, jwks, tokens
 from kiln.common.principal import Role
 from kiln.common.tokens import TokenVerifier
 
@@ -199,7 +199,7 @@ async def test_jwks_key_source_fetches_from_the_real_service_once(auth: AuthServ
     assert source.fetch_count == 1
     await asyncio.sleep(0.3)
     for _ in range(20):
-        with pytest.raises(Exception, match="invalid or expired"):
+        with pytest.raises(errors.Unauthenticated, match="invalid or expired"):
             await verifier.verify(sign(claims_of(account), kid=f"kid-{uuid.uuid4().hex}"))
     assert source.fetch_count == 2
 

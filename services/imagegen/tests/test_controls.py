@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
-from worker_harness import Kind, bus_with_worker, make_job
+from worker_harness import Kind, bus_with_worker, make_job, until
 
 from imagegen.job_runner import ActiveJob
 from kiln.common import bus
@@ -20,15 +19,14 @@ async def test_cancelled_task_is_skipped_before_starting(private_nats: NatsServe
     async with bus_with_worker(private_nats.url) as (tasks, runtime):
         job = make_job()
         await tasks.kv_put(bus.CANCELLATIONS_BUCKET, job.task_id, b"cancelled")
-        await _until(lambda: runtime.controls.is_cancelled(job.task_id))
+        await until(lambda: runtime.controls.is_cancelled(job.task_id))
         await tasks.publish(job)
         done = await tasks.wait_terminal(job.subtask_id)
 
         assert done.kind == Kind.SUBTASK_EVENT_KIND_CANCELLED
         assert not tasks.of(job.subtask_id, Kind.SUBTASK_EVENT_KIND_STARTED)
         assert not await tasks.object_names()
-        await asyncio.sleep(0.2)
-        assert await tasks.jobs_left() == 0
+        await tasks.wait_jobs_left(0)
 
 
 async def test_cancellation_stops_a_running_render(private_nats: NatsServer) -> None:
@@ -45,8 +43,7 @@ async def test_cancellation_stops_a_running_render(private_nats: NatsServer) -> 
         assert done.kind == Kind.SUBTASK_EVENT_KIND_CANCELLED
         assert not tasks.of(job.subtask_id, Kind.SUBTASK_EVENT_KIND_SUCCEEDED)
         assert not await tasks.object_names()
-        await asyncio.sleep(0.2)
-        assert await tasks.jobs_left() == 0
+        await tasks.wait_jobs_left(0)
 
 
 async def test_paused_queue_holds_jobs_until_resumed(private_nats: NatsServer) -> None:
@@ -54,7 +51,7 @@ async def test_paused_queue_holds_jobs_until_resumed(private_nats: NatsServer) -
     they run, while other queues keep running throughout."""
     async with bus_with_worker(private_nats.url) as (tasks, runtime):
         await tasks.kv_put(bus.QUEUE_STATE_BUCKET, "standard", b"paused")
-        await _until(lambda: runtime.controls.is_paused("standard"))
+        await until(lambda: runtime.controls.is_paused("standard"))
         held = make_job(queue="standard")
         other = make_job(queue="high_priority")
         await tasks.publish(held)
@@ -74,7 +71,7 @@ async def test_job_fetched_as_the_queue_pauses_is_put_back(private_nats: NatsSer
     async with bus_with_worker(private_nats.url) as (tasks, runtime):
         runtime.worker.queues = ("high_priority",)  # keep the worker's own loop off `standard`
         await tasks.kv_put(bus.QUEUE_STATE_BUCKET, "standard", b"paused")
-        await _until(lambda: runtime.controls.is_paused("standard"))
+        await until(lambda: runtime.controls.is_paused("standard"))
         job = make_job(queue="standard")
         await tasks.publish(job)
         puller = await tasks.js.pull_subscribe_bind(
@@ -87,9 +84,3 @@ async def test_job_fetched_as_the_queue_pauses_is_put_back(private_nats: NatsSer
         (again,) = await puller.fetch(1, timeout=3)
         assert again.metadata.num_delivered == 2
         await again.nak()
-
-
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - polls state that has no event
-            await asyncio.sleep(0.05)

@@ -3,7 +3,6 @@ queue refuses Generate, and oversized text is refused before anything renders.""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -12,7 +11,7 @@ from typing import Any
 import grpc
 import nats
 import pytest
-from worker_harness import worker_config
+from worker_harness import until, worker_config
 
 from imagegen import app
 from kiln.common import bus, jetstream
@@ -53,12 +52,6 @@ def _as(signer: TestSigner, user: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {signer.token(user_id=user)}")]
 
 
-async def _until(condition: Any, within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - polls state that has no event
-            await asyncio.sleep(0.02)
-
-
 async def _code(call: Any) -> grpc.StatusCode:
     try:
         async for _ in call:
@@ -75,14 +68,14 @@ async def test_one_user_is_capped_and_others_are_not(private_nats: NatsServer) -
     async with _worker(private_nats.url) as (runtime, stub, signer, _nc):
         request = imagegen_pb2.GenerateRequest(prompt="a slow harbour")
         first = stub.Generate(request, metadata=_as(signer, "greedy"))
-        await _until(lambda: runtime.generator.slots.active.get("greedy") == 1)
+        await until(lambda: runtime.generator.slots.active.get("greedy") == 1)
         second = await _code(stub.Generate(request, metadata=_as(signer, "greedy")))
         assert second == grpc.StatusCode.RESOURCE_EXHAUSTED
         other = stub.Generate(request, metadata=_as(signer, "patient"))
-        await _until(lambda: runtime.generator.slots.active.get("patient") == 1)
+        await until(lambda: runtime.generator.slots.active.get("patient") == 1)
         first.cancel()
         other.cancel()
-        await _until(lambda: not runtime.generator.slots.active)
+        await until(lambda: not runtime.generator.slots.active)
 
 
 async def test_a_paused_queue_refuses_generate(private_nats: NatsServer) -> None:
@@ -91,16 +84,16 @@ async def test_a_paused_queue_refuses_generate(private_nats: NatsServer) -> None
     async with _worker(private_nats.url) as (runtime, stub, signer, nc):
         kv = await nc.jetstream().key_value(bus.QUEUE_STATE_BUCKET)
         await kv.put("standard", b"paused")
-        await _until(lambda: runtime.controls.is_paused("standard"))
+        await until(lambda: runtime.controls.is_paused("standard"))
         request = imagegen_pb2.GenerateRequest(prompt="a harbour", queue="standard")
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             [r async for r in stub.Generate(request, metadata=_as(signer, "u"))]
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "paused" in (caught.value.details() or "")
         await kv.put("standard", b"active")
-        await _until(lambda: not runtime.controls.is_paused("standard"))
+        await until(lambda: not runtime.controls.is_paused("standard"))
         call = stub.Generate(request, metadata=_as(signer, "u"))
-        await _until(lambda: runtime.generator.slots.active.get("u") == 1)
+        await until(lambda: runtime.generator.slots.active.get("u") == 1)
         call.cancel()
 
 

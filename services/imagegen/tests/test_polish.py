@@ -229,13 +229,15 @@ async def test_http_status_classification(
 
 async def test_http_timeout(fake_api: FakeApi, make_polisher: MakePolisher) -> None:
     """A slow endpoint gives a retryable PROVIDER_TIMEOUT once the timeout passes."""
-    fake_api.reply(body=completion("late"), delay=10)
+    server_delay = 10.0
+    fake_api.reply(body=completion("late"), delay=server_delay)
     started = time.monotonic()
 
     with pytest.raises(errors.ProviderTimeout):
         await make_polisher(timeout=0.3).polish("prompt")
 
-    assert time.monotonic() - started < 3
+    # It gave up long before the slow endpoint would have answered.
+    assert time.monotonic() - started < server_delay / 2
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,13 @@ from worker_harness import (
     make_job,
     running_worker,
     tasks_side,
+    until,
     worker_config,
 )
 
 from imagegen import imaging
 from kiln.common import bus
+from kiln.common.testing import loop_lag
 from kiln.common.testing.nats_server import NatsServer
 from kiln.imagegen.v1 import imagegen_pb2, jobs_pb2
 
@@ -69,9 +71,8 @@ async def test_success_stores_image_and_reports_events(private_nats: NatsServer)
         assert provenance["seed"] == 7
         assert provenance["model"] == "procedural-v1"
         assert await tasks.read_object(result.thumbnail_object_name)
-        await asyncio.sleep(0.2)
-        assert await tasks.jobs_left() == 0
-        assert runtime.stats.processed == 1
+        await tasks.wait_jobs_left(0)
+        await until(lambda: runtime.stats.processed == 1)
 
 
 async def test_http_503_is_retried_with_backoff_then_succeeds(
@@ -135,8 +136,7 @@ async def test_retryable_failures_end_on_the_last_delivery(
         assert [e.will_retry for e in failed] == [True, True, True, False]
         assert [e.delivery for e in failed] == [1, 2, 3, 4]
         assert done.delivery == 4
-        await asyncio.sleep(0.3)
-        assert await tasks.jobs_left() == 0
+        await tasks.wait_jobs_left(0)
 
 
 async def test_rate_limit_honours_retry_after(private_nats: NatsServer, fake_api: FakeApi) -> None:
@@ -193,8 +193,7 @@ async def test_expired_job_fails_without_rendering(private_nats: NatsServer) -> 
         assert done.error.type == "EXPIRED"
         assert not done.will_retry
         assert not tasks.of(job.subtask_id, Kind.SUBTASK_EVENT_KIND_STARTED)
-        await asyncio.sleep(0.2)
-        assert await tasks.jobs_left() == 0
+        await tasks.wait_jobs_left(0)
 
 
 async def test_malformed_job_is_terminated_at_once(private_nats: NatsServer) -> None:
@@ -211,9 +210,8 @@ async def test_malformed_job_is_terminated_at_once(private_nats: NatsServer) -> 
         assert done.kind == Kind.SUBTASK_EVENT_KIND_FAILED
         assert done.error.type == "MALFORMED_JOB"
         assert not done.will_retry
-        await asyncio.sleep(0.5)
-        assert await tasks.jobs_left() == 0
-        assert runtime.stats.failed == 2
+        await tasks.wait_jobs_left(0)
+        await until(lambda: runtime.stats.failed == 2)
 
 
 async def test_polish_each_prompt_once(private_nats: NatsServer) -> None:
@@ -290,29 +288,20 @@ async def test_long_render_is_heartbeated_past_ack_wait(private_nats: NatsServer
 
 async def test_rendering_never_blocks_the_event_loop(private_nats: NatsServer) -> None:
     """While two 1024x1024 jobs render, encode and store, the event loop stays responsive
-    (heartbeats, cancellation checks and gRPC calls depend on it): no tick is late by more
-    than 150 ms."""
+    (heartbeats, cancellation checks and gRPC calls depend on it): it ticks freely (no
+    stall of 100 ms or more) for most of that time. Encoding on the loop would stall it
+    for most of the run; a loaded machine's occasional stall would not."""
     async with bus_with_worker(private_nats.url) as (tasks, _runtime):
         jobs = [make_job(width=1024, height=1024, seed=i) for i in range(2)]
-        lags: list[float] = []
-        stop = asyncio.Event()
-
-        async def ticker() -> None:
-            loop = asyncio.get_running_loop()
-            while not stop.is_set():
-                before = loop.time()
-                await asyncio.sleep(0.01)
-                lags.append(loop.time() - before - 0.01)
-
-        ticking = asyncio.create_task(ticker())
-        for job in jobs:
-            await tasks.publish(job)
-        for job in jobs:
-            done = await tasks.wait_terminal(job.subtask_id)
-            assert done.kind == Kind.SUBTASK_EVENT_KIND_SUCCEEDED
-        stop.set()
-        await ticking
-        assert max(lags) < 0.15, f"the event loop stalled for {max(lags) * 1000:.0f} ms"
+        async with loop_lag.ticking() as ticks:
+            for job in jobs:
+                await tasks.publish(job)
+            for job in jobs:
+                done = await tasks.wait_terminal(job.subtask_id)
+                assert done.kind == Kind.SUBTASK_EVENT_KIND_SUCCEEDED
+        # Measured on an idle machine: 99 % free; with encoding moved onto the loop, 24-43 %.
+        share = ticks.free_share(stall=0.1)
+        assert share > 0.6, f"the event loop ticked freely {share:.0%} of the time: {ticks.gaps}"
 
 
 async def test_saturated_worker_starts_new_high_priority_jobs_first(

@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import datetime
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import nats
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -160,6 +161,13 @@ class TasksSide:
         info = await self.js.stream_info(bus.JOBS_STREAM)
         return int(info.state.messages)
 
+    async def wait_jobs_left(self, count: int = 0, within: float = 10.0) -> None:
+        """Waits until the JOBS stream holds `count` messages (a work-queue stream drops a
+        job once it is acknowledged or terminated): a condition, not a sleep."""
+        async with asyncio.timeout(within):
+            while await self.jobs_left() != count:  # noqa: ASYNC110 - stream state, no event
+                await asyncio.sleep(0.02)
+
     async def read_object(self, name: str) -> bytes:
         """An object's bytes from the image store."""
         store = await self.js.object_store(bus.IMAGES_STORE)
@@ -172,13 +180,20 @@ class TasksSide:
         store = await self.js.object_store(bus.IMAGES_STORE)
         try:
             return [info.name for info in await store.list() if info.name]
-        except Exception:  # nats-py raises NotFoundError for an empty store
+        except nats.js.errors.NotFoundError:  # nats-py's answer for an empty store
             return []
 
     async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
         """Writes a key, as the tasks service does to cancel or pause."""
         kv = await self.js.key_value(bucket)
         await kv.put(key, value)
+
+
+async def until(condition: Callable[[], object], within: float = 10.0) -> None:
+    """Waits until `condition()` holds, polling in-process state that has no event."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - polls state that has no event
+            await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kiln.common import bus, subtask_events
-from kiln.common.testing import NatsServer
+from kiln.common.testing import NatsServer, consumers
 from kiln.imagegen.v1 import jobs_pb2
 from kiln.tasks.v1 import tasks_pb2
 from tasks import fold
@@ -23,8 +23,7 @@ def _rejected(reason: str) -> float:
 
 
 async def _consumer_settled(worker: h.FakeWorker) -> bool:
-    info = await worker.js.consumer_info(bus.EVENTS_STREAM, bus.PROGRESS_CONSUMER)
-    return bool(info.num_ack_pending == 0 and info.num_pending == 0)
+    return await consumers.caught_up(worker.js, bus.EVENTS_STREAM, bus.PROGRESS_CONSUMER)
 
 
 async def _succeeded(client: h.Client_, task_id: str) -> bool:

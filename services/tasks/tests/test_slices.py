@@ -9,14 +9,13 @@ from typing import Any
 
 import grpc
 import pytest
+from grid_views import all_subtasks, check_step, grid_request
 
 from kiln.common.testing import NatsServer
 from kiln.common.testing.tokens import TestSigner
 from kiln.tasks.v1 import tasks_pb2
 from tasks import app
 from tasks import testing as h
-
-from .test_grid import all_subtasks, check_step, grid_request
 
 F = tasks_pb2.VariableFilter
 S = tasks_pb2
