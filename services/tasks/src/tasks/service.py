@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kiln.common import bus, errors, paging, principal
 from tasks import estimates, expansion, model, spec, store, validation, watch, webhooks
-from tasks.watch import Round
+from tasks.watch import Listener, Round
 
 log = structlog.get_logger("tasks.service")
 
@@ -521,24 +521,30 @@ def _preview(s: spec.TaskSpec, owner_id: str, total: int) -> model.Task:
 
 @dataclasses.dataclass(eq=False)
 class WatchUpdate:
-    """One message of a watch: the task, maybe a changed subtask, and whether it is the
-    opening snapshot. Updates after the snapshot are shared by every watcher that is caught
-    up, so `wire` lets the transport encode one once for all of them."""
+    """One update of a watch: the task, and either one changed subtask (`subtask`) or, for
+    batched watches, every subtask that changed (`batch`, possibly empty); `snapshot` when it
+    is the opening snapshot. Updates after the snapshot are shared by every watcher that is
+    caught up, so `wire` lets the transport encode one once for all of them."""
 
     task: model.Task
     subtask: model.Subtask | None = None
     snapshot: bool = False
+    batch: list[model.Subtask] | None = None
     wire: Any = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Changes:
-    """A round's content: the task after it, one update per changed subtask, and the
-    task-only update for watchers without subtasks."""
+    """A round's content: the task after it, the subtasks that changed in it (in change
+    order), one update per changed subtask, and the task-only update for watchers without
+    subtasks; the batched update of the round is made when a batched watcher first asks."""
 
     task: model.Task
+    subtasks: list[model.Subtask]
     subtask_updates: list[WatchUpdate]
     task_update: WatchUpdate
+    snapshot: bool = False
+    _batch_update: WatchUpdate | None = None
 
     def updates(self, cursor: int, include_subtasks: bool) -> list[WatchUpdate]:
         """What a watcher that has seen everything up to version `cursor` is sent."""
@@ -548,9 +554,33 @@ class _Changes:
                 return news
         return [self.task_update] if self.task.version > cursor else []
 
+    def batch_update(self) -> WatchUpdate:
+        """The round as one batched update (shared by every caught-up batched watcher)."""
+        if self._batch_update is None:
+            self._batch_update = WatchUpdate(self.task, snapshot=self.snapshot, batch=self.subtasks)
+        return self._batch_update
+
 
 def _changed_after(update: WatchUpdate, cursor: int) -> bool:
     return update.subtask is not None and update.subtask.changed_version > cursor
+
+
+def _batched(rounds: list[Round], cursor: int) -> WatchUpdate | None:
+    """The rounds after `cursor` as one batched update: each subtask that changed after
+    `cursor`, in its latest state, and the task of the last round. A caught-up watcher with
+    one round gets the round's shared update; None when nothing is newer than `cursor`."""
+    last: _Changes = rounds[-1].content
+    if len(rounds) == 1 and rounds[0].after >= cursor:
+        return last.batch_update()
+    latest: dict[str, model.Subtask] = {}
+    for round_ in rounds:
+        for subtask in round_.content.subtasks:
+            if subtask.changed_version > cursor:
+                latest.pop(subtask.id, None)  # keep the order of the latest changes
+                latest[subtask.id] = subtask
+    if not latest and last.task.version <= cursor:
+        return None
+    return WatchUpdate(last.task, batch=list(latest.values()))
 
 
 class Watches:
@@ -561,13 +591,19 @@ class Watches:
         self._refresh = refresh
 
     async def watch(
-        self, task_id: str, after_version: int, include_subtasks: bool
+        self, task_id: str, after_version: int, include_subtasks: bool, batch: bool = False
     ) -> AsyncIterator[WatchUpdate]:
-        """The updates of one watch; ends after the task finished and its last change."""
+        """The updates of one watch; ends after the task finished and its last change.
+        With `batch` (which needs `include_subtasks`), each round of changes the watcher
+        gets is one update with every subtask that changed in it."""
         caller = principal.current()
         task_id = _check_uuid(task_id, "task")
         if after_version < 0:
             raise errors.InvalidArgument.field("after_version", "must not be negative")
+        if batch and not include_subtasks:
+            raise errors.InvalidArgument.field(
+                "batch_subtasks", "batches subtask changes, so it needs include_subtasks"
+            )
         # Listen before the first read, so no change between the read and the wait is missed.
         async with self._tasks.rt.hub.listen(task_id, caller.user_id) as listener:
             # The opening read is this watcher's own: it checks ownership, and a resumed
@@ -586,28 +622,47 @@ class Watches:
                 )
             snapshot: _Changes = opening.content
             if include_subtasks and snapshot.subtask_updates:
-                for update in snapshot.subtask_updates:
-                    yield update
+                if batch:
+                    yield snapshot.batch_update()
+                else:
+                    for update in snapshot.subtask_updates:
+                        yield update
             elif task.version > after_version or after_version == 0:
                 yield snapshot.task_update
             listener.start(task.version)
-            read = functools.partial(self._read, task_id)
-            while not task.finished:
-                rounds = listener.rounds()
-                if rounds is None:  # fell out of the shared log: catch up on our own
-                    rounds = [await read(listener.cursor)]
-                elif not rounds:
-                    if listener.gone:
-                        return
-                    await listener.wait_and_catch_up(self._refresh, read)
-                    continue
+            async for update in self._follow(task, listener, include_subtasks, batch):
+                yield update
+
+    async def _follow(
+        self, task: model.Task, listener: Listener, include_subtasks: bool, batch: bool
+    ) -> AsyncIterator[WatchUpdate]:
+        """The updates after the opening snapshot, round by round, until the task finished."""
+        read = functools.partial(self._read, task.id)
+        while not task.finished:
+            rounds = listener.rounds()
+            if rounds is None:  # fell out of the shared log: catch up on our own
+                rounds = [await read(listener.cursor)]
+            elif not rounds:
+                if listener.gone:
+                    return
+                await listener.wait_and_catch_up(self._refresh, read)
+                continue
+            gone = next((i for i, r in enumerate(rounds) if r.gone), None)
+            if gone is not None:
+                rounds = rounds[:gone]  # the task was deleted after these
+            if batch and rounds:
+                update = _batched(rounds, listener.cursor)
+                if update is not None:
+                    yield update
+            else:
                 for round_ in rounds:
-                    if round_.gone:
-                        return
                     for update in round_.content.updates(listener.cursor, include_subtasks):
                         yield update
-                    task = round_.content.task
-                    listener.cursor = max(listener.cursor, round_.version)
+            if rounds:
+                task = rounds[-1].content.task
+                listener.cursor = max(listener.cursor, rounds[-1].version)
+            if gone is not None:
+                return
 
     async def _read(
         self, task_id: str, since: int, *, snapshot: bool = False, subtasks: bool = True
@@ -626,7 +681,9 @@ class Watches:
         task = await self._tasks.estimated(task)
         changes = _Changes(
             task,
+            changed,
             [WatchUpdate(task, subtask, snapshot=snapshot) for subtask in changed],
             WatchUpdate(task, None, snapshot=snapshot),
+            snapshot=snapshot,
         )
         return Round(since, task.version, changes)

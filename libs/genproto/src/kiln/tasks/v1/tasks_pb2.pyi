@@ -458,24 +458,28 @@ class RetryTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., retried_count: _Optional[int] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
-    __slots__ = ("task_id", "after_version", "include_subtasks")
+    __slots__ = ("task_id", "after_version", "include_subtasks", "batch_subtasks")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SUBTASKS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SUBTASKS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     after_version: int
     include_subtasks: bool
-    def __init__(self, task_id: _Optional[str] = ..., after_version: _Optional[int] = ..., include_subtasks: _Optional[bool] = ...) -> None: ...
+    batch_subtasks: bool
+    def __init__(self, task_id: _Optional[str] = ..., after_version: _Optional[int] = ..., include_subtasks: _Optional[bool] = ..., batch_subtasks: _Optional[bool] = ...) -> None: ...
 
 class WatchTaskResponse(_message.Message):
-    __slots__ = ("task", "subtask", "snapshot")
+    __slots__ = ("task", "subtask", "snapshot", "subtasks")
     TASK_FIELD_NUMBER: _ClassVar[int]
     SUBTASK_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    SUBTASKS_FIELD_NUMBER: _ClassVar[int]
     task: Task
     subtask: Subtask
     snapshot: bool
-    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., subtask: _Optional[_Union[Subtask, _Mapping]] = ..., snapshot: _Optional[bool] = ...) -> None: ...
+    subtasks: _containers.RepeatedCompositeFieldContainer[Subtask]
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., subtask: _Optional[_Union[Subtask, _Mapping]] = ..., snapshot: _Optional[bool] = ..., subtasks: _Optional[_Iterable[_Union[Subtask, _Mapping]]] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("subtask_id", "thumbnail")
