@@ -589,6 +589,45 @@ class Watches:
     def __init__(self, tasks: Tasks, refresh: float) -> None:
         self._tasks = tasks
         self._refresh = refresh
+        self._openings: dict[tuple[str, int, bool], asyncio.Future[Round]] = {}
+        """Opening reads that have not got their database connection yet, by task, version
+        and subtasks: watchers opening the same task meanwhile share one read."""
+
+    async def _opening(self, task_id: str, since: int, subtasks: bool) -> Round:
+        """The opening read of a watch (snapshot). Watchers of one task that open while a
+        read waits for its database connection join that read rather than each taking a
+        connection: a thousand watchers opening at once need one read per task, not a
+        thousand. Each joined after it started listening, and the read's queries run
+        after that, so no joiner misses a change."""
+        key = (task_id, since, subtasks)
+        shared = self._openings.get(key)
+        if shared is None:
+            shared = self._openings[key] = asyncio.get_running_loop().create_future()
+
+            def connected() -> None:
+                if self._openings.get(key) is shared:
+                    del self._openings[key]  # from now on, a new watcher reads anew
+
+            async def read() -> None:
+                try:
+                    result = await self._read(
+                        task_id, since, snapshot=True, subtasks=subtasks, connected=connected
+                    )
+                except Exception as exc:
+                    shared.set_exception(exc)
+                except BaseException:
+                    shared.cancel()
+                    raise
+                else:
+                    shared.set_result(result)
+                finally:
+                    connected()
+
+            reading = asyncio.ensure_future(read())
+            reading.add_done_callback(_retrieve_quietly)
+            shared.add_done_callback(_retrieve_quietly)
+        # Shielded: one watcher going away must not cancel the read the others wait for.
+        return await asyncio.shield(shared)
 
     async def watch(
         self, task_id: str, after_version: int, include_subtasks: bool, batch: bool = False
@@ -611,7 +650,7 @@ class Watches:
             # messages share one task version, and a stream can drop between two of them;
             # clients apply subtask states idempotently).
             since = max(after_version - 1, 0)
-            opening = await self._read(task_id, since, snapshot=True, subtasks=include_subtasks)
+            opening = await self._opening(task_id, since, include_subtasks)
             task = _visible(opening.content.task if not opening.gone else None, task_id, caller)
             if after_version > task.version:
                 # Nothing newer would ever be sent; refuse rather than end silently.
@@ -665,12 +704,20 @@ class Watches:
                 return
 
     async def _read(
-        self, task_id: str, since: int, *, snapshot: bool = False, subtasks: bool = True
+        self,
+        task_id: str,
+        since: int,
+        *,
+        snapshot: bool = False,
+        subtasks: bool = True,
+        connected: Callable[[], None] = lambda: None,
     ) -> Round:
         """The task and (unless `subtasks` is false) its subtasks changed after version
         `since`, as a round. Shared rounds always hold the subtasks: some watcher may want
-        them, and a round after a change names only the few that changed."""
+        them, and a round after a change names only the few that changed. `connected` is
+        called once the read has its connection, before its queries."""
         async with self._tasks.rt.engine.connect() as conn:
+            connected()
             task = await store.get_task(conn, task_id)
             if task is None:
                 return Round(since, since, gone=True)
@@ -687,3 +734,8 @@ class Watches:
             snapshot=snapshot,
         )
         return Round(since, task.version, changes)
+
+
+def _retrieve_quietly(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # the watchers saw it; do not log it again as unretrieved
