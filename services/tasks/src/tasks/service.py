@@ -8,6 +8,7 @@ owner's task is reported exactly like a missing one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -54,6 +55,16 @@ class Runtime:
         return dataclasses.replace(
             self.limits, max_job_bytes=self.nc.max_payload - validation.JOB_HEADER_ALLOWANCE
         )
+
+
+@contextlib.asynccontextmanager
+async def _reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only, in autocommit: each statement sees the latest commits
+    as under READ COMMITTED, without the BEGIN and ROLLBACK round trips a transaction adds
+    (two of the three round trips of a GetTask)."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 def _visible(task: model.Task | None, task_id: str, caller: principal.Principal) -> model.Task:
@@ -183,7 +194,7 @@ class Tasks:
                 reason = model.WAIT_QUEUED
         position = 0
         if task.state == model.PENDING and not task.paused:
-            async with self.rt.engine.connect() as conn:
+            async with _reading(self.rt.engine) as conn:
                 position = await store.queue_position(conn, task, self.rt.priority_aging)
         eta: float | None = None
         if reason in ("", model.WAIT_QUEUED):
@@ -196,7 +207,7 @@ class Tasks:
         """One visible task, with queue position and ETA while it waits."""
         caller = principal.current()
         task_id = _check_uuid(task_id, "task")
-        async with self.rt.engine.connect() as conn:
+        async with _reading(self.rt.engine) as conn:
             task = _visible(await store.get_task(conn, task_id), task_id, caller)
         return await self.estimated(task)
 
@@ -234,7 +245,7 @@ class Tasks:
                 )
             except ValueError:
                 raise paging.invalid_token() from None
-        async with self.rt.engine.connect() as conn:
+        async with _reading(self.rt.engine) as conn:
             found = await store.list_tasks(
                 conn,
                 owner_id=owner,
@@ -716,7 +727,7 @@ class Watches:
         `since`, as a round. Shared rounds always hold the subtasks: some watcher may want
         them, and a round after a change names only the few that changed. `connected` is
         called once the read has its connection, before its queries."""
-        async with self._tasks.rt.engine.connect() as conn:
+        async with _reading(self._tasks.rt.engine) as conn:
             connected()
             task = await store.get_task(conn, task_id)
             if task is None:
