@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import time
 
+import grpc
 import nats
 from nats.aio.msg import Msg
 
@@ -61,27 +62,52 @@ def variants(size: int, quick: bool) -> list[Variant]:
     ]
 
 
+RESUMED: list[str] = []
+"""Status codes of the streams that ended early and were resumed, in this process."""
+
+
 async def _watch(
     client: env.Client, task_id: str, seen: dict[str, float], ready: asyncio.Future[float]
 ) -> None:
-    call = client.tasks.WatchTask(
-        tasks_pb2.WatchTaskRequest(task_id=task_id, include_subtasks=True, batch_subtasks=True),
-        metadata=client.metadata,
-        timeout=600,
-    )
+    """Follows one task to its end, resuming (as the CLI does) from the last version seen
+    when the stream ends early."""
+    version = 0
     try:
-        async for update in call:
-            now = time.monotonic()
-            # The whole snapshot is in once its last piece (the one with the task) arrived.
-            if not ready.done() and (not update.snapshot or update.HasField("task")):
-                ready.set_result(now)
-            for subtask in update.subtasks:
-                if subtask.state == tasks_pb2.SUBTASK_STATE_SUCCEEDED:
-                    seen.setdefault(subtask.id, now)
+        for attempt in range(5):
+            call = client.tasks.WatchTask(
+                tasks_pb2.WatchTaskRequest(
+                    task_id=task_id,
+                    after_version=version,
+                    include_subtasks=True,
+                    batch_subtasks=True,
+                ),
+                metadata=client.metadata,
+                timeout=600,
+            )
+            try:
+                async for update in call:
+                    now = time.monotonic()
+                    # The whole snapshot is in once its last piece (with the task) arrived.
+                    if not ready.done() and (not update.snapshot or update.HasField("task")):
+                        ready.set_result(now)
+                    for subtask in update.subtasks:
+                        if subtask.state == tasks_pb2.SUBTASK_STATE_SUCCEEDED:
+                            seen.setdefault(subtask.id, now)
+                    if update.HasField("task"):
+                        version = max(version, update.task.version)
+            except grpc.aio.AioRpcError as exc:
+                if attempt == 4 or exc.code() not in _RESUMABLE:
+                    raise
+                RESUMED.append(exc.code().name)
+            else:
+                return
     except BaseException as exc:
         if not ready.done():  # the case waits for every snapshot: fail it instead
             ready.set_exception(exc)
         raise
+
+
+_RESUMABLE = (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
 
 
 async def _one(
@@ -159,8 +185,12 @@ async def _measure(
                     "subtasks": variant.size, "provider": "instant", "workers": 2,
                     "batched": True,
                 }  # fmt: skip
+                note = f"streams resumed: {len(RESUMED)} ({', '.join(sorted(set(RESUMED)))})"
+                if not RESUMED:
+                    note = ""
+                RESUMED.clear()
                 results += [
-                    Result.of("4 progress latency p50", parameters, "ms", p50),
+                    Result.of("4 progress latency p50", parameters, "ms", p50, note=note),
                     Result.of(
                         "4 progress latency p99", parameters, "ms", p99, target=variant.target
                     ),
