@@ -120,8 +120,8 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
     assert sorted(s["index"] for s in shown) == [0, 1, 2, 3]
     assert {s["state"] for s in shown} == {"SUBTASK_STATE_SUCCEEDED"}
     assert json.loads(lines[-1])["state"] == "TASK_STATE_SUCCEEDED"
-    ended = cli.run("task", "watch", task_id, "--subtasks").stdout
-    assert ended.count(" succeeded\n") >= 4
+    table = cli.run("task", "watch", task_id, "--subtasks").stdout
+    assert table.count(" succeeded\n") >= 4
     as_yaml = yaml.safe_load(cli.run("task", "get", task_id, "-o", "yaml").stdout)
     assert as_yaml == cli.json("task", "get", task_id)
     piped = cli.into_closed_pipe("task", "subtasks", task_id, "-o", "json")
