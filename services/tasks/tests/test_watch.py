@@ -284,3 +284,29 @@ async def test_batching_without_subtasks_is_invalid_argument(server: h.Running) 
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "batch_subtasks" in str(caught.value.details())
+
+
+async def test_watchers_opening_at_once_all_get_the_snapshot_and_every_change(
+    server: h.Running, worker: h.FakeWorker
+) -> None:
+    """Thirty watchers opening one task at the same moment (they share opening reads) each
+    get the snapshot and then every change to the end, while the task runs."""
+    alice = server.client("alice")
+    task = (await alice.tasks.CreateTask(h.create_request(values=[str(i) for i in range(6)]))).task
+    jobs = await worker.fetch_exactly(6)
+    await worker.succeed(*jobs[0])  # a change just before the watchers open
+    streams: list[list[tasks_pb2.WatchTaskResponse]] = [[] for _ in range(30)]
+    request = tasks_pb2.WatchTaskRequest(
+        task_id=task.id, include_subtasks=True, batch_subtasks=True
+    )
+    watchers = [
+        asyncio.create_task(_collect(alice.tasks.WatchTask(request), into)) for into in streams
+    ]
+    for message, job in jobs[1:]:
+        await worker.succeed(message, job)
+    await asyncio.wait_for(asyncio.gather(*watchers), timeout=20)
+    for updates in streams:
+        assert updates[0].snapshot
+        assert updates[-1].task.state == tasks_pb2.TASK_STATE_SUCCEEDED
+        final = _final_states(updates)
+        assert len(final) == 6 and set(final.values()) == {tasks_pb2.SUBTASK_STATE_SUCCEEDED}
