@@ -62,7 +62,7 @@ def _plan(
         1: lambda: create.run(servers, runs),
         2: case_2,
         3: case_3,
-        4: lambda: progress.run(servers, 100 if quick else 200, long_runs),
+        4: lambda: progress.run(servers, 100 if quick else 200, long_runs, quick),
         5: lambda: unary.run(servers, runs, 10 if quick else 40),
         6: lambda: pipeline.fairness(servers, long_runs),
         7: lambda: floor.measure(

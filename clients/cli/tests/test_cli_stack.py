@@ -114,6 +114,14 @@ def test_user_flow(stack: KilnStack, tmp_path: Path) -> None:
     assert (preview["id"], preview["total_images"]) == ("", 4)
     assert preview["eta"]
     assert cli.run("task", "watch", task_id, "--exit-status").returncode == 0
+    # --subtasks: the batched watch shows every subtask once (the snapshot of a done task).
+    lines = cli.run("task", "watch", task_id, "--subtasks", "-o", "json").stdout.splitlines()
+    shown = [json.loads(line)["subtask"] for line in lines if line.startswith('{"subtask"')]
+    assert sorted(s["index"] for s in shown) == [0, 1, 2, 3]
+    assert {s["state"] for s in shown} == {"SUBTASK_STATE_SUCCEEDED"}
+    assert json.loads(lines[-1])["state"] == "TASK_STATE_SUCCEEDED"
+    table = cli.run("task", "watch", task_id, "--subtasks").stdout
+    assert table.count(" succeeded\n") >= 4
     as_yaml = yaml.safe_load(cli.run("task", "get", task_id, "-o", "yaml").stdout)
     assert as_yaml == cli.json("task", "get", task_id)
     piped = cli.into_closed_pipe("task", "subtasks", task_id, "-o", "json")

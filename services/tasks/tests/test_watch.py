@@ -173,3 +173,140 @@ async def test_watch_of_someone_elses_task_is_not_found(server: h.Running) -> No
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         messages.append((caught.value.details() or "").replace(task_id, "ID"))
     assert messages[0] == messages[1]
+
+
+def _final_states(updates: list[tasks_pb2.WatchTaskResponse]) -> dict[str, int]:
+    """Each subtask's last state in a stream, from single or batched messages."""
+    states: dict[str, int] = {}
+    for update in updates:
+        for subtask in [update.subtask] if update.HasField("subtask") else update.subtasks:
+            states[subtask.id] = subtask.state
+    return states
+
+
+async def test_batched_watch_coalesces_rounds_to_the_same_final_states(
+    server: h.Running, worker: h.FakeWorker
+) -> None:
+    """With batch_subtasks, each message carries many subtask changes (never `subtask`),
+    a subtask at most once per message, in increasing task versions, and the stream ends
+    in the same subtask and task states as a watcher without batching, which still gets one
+    subtask per message."""
+    alice = server.client("alice")
+    values = [str(i) for i in range(12)]
+    task = (await alice.tasks.CreateTask(h.create_request(values=values))).task
+    plain: list[tasks_pb2.WatchTaskResponse] = []
+    batched: list[tasks_pb2.WatchTaskResponse] = []
+    watchers = [
+        asyncio.create_task(
+            _collect(
+                alice.tasks.WatchTask(
+                    tasks_pb2.WatchTaskRequest(
+                        task_id=task.id, include_subtasks=True, batch_subtasks=batch
+                    )
+                ),
+                into,
+            )
+        )
+        for batch, into in ((False, plain), (True, batched))
+    ]
+    await h.wait_for(lambda: _true(len(plain) >= 12 and bool(batched)), what="snapshots")
+    assert len(batched) == 1 and batched[0].snapshot and len(batched[0].subtasks) == 12
+    for message, job in await worker.fetch_exactly(12):
+        await worker.succeed(message, job)
+    await asyncio.wait_for(asyncio.gather(*watchers), timeout=15)
+    assert all(not u.HasField("subtask") for u in batched)
+    assert all(len({s.id for s in u.subtasks}) == len(u.subtasks) for u in batched)
+    versions = [u.task.version for u in batched]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert len(batched) <= len(plain)
+    assert all(not u.subtasks for u in plain)  # the old form is unchanged
+    assert _final_states(batched) == _final_states(plain)
+    assert set(_final_states(batched).values()) == {tasks_pb2.SUBTASK_STATE_SUCCEEDED}
+    assert batched[-1].task == plain[-1].task
+    assert batched[-1].task.state == tasks_pb2.TASK_STATE_SUCCEEDED
+
+
+async def test_batched_resume_sends_what_was_missed_once_in_its_latest_state(
+    server: h.Running, worker: h.FakeWorker
+) -> None:
+    """A batched watch resumed from an early version gets every subtask changed since, each
+    once and in its latest state, in one message; without batching the same resume is one
+    message per change."""
+    alice = server.client("alice")
+    task = (await alice.tasks.CreateTask(h.create_request(values=("a", "b", "c", "d")))).task
+    for message, job in await worker.fetch_exactly(4):
+        await worker.succeed(message, job)
+    await h.wait_for(lambda: _done(alice, task.id), within=10, what="the task to finish")
+    resumed: dict[bool, list[tasks_pb2.WatchTaskResponse]] = {False: [], True: []}
+    for batch, into in resumed.items():
+        request = tasks_pb2.WatchTaskRequest(
+            task_id=task.id, after_version=1, include_subtasks=True, batch_subtasks=batch
+        )
+        await _collect(alice.tasks.WatchTask(request), into)
+    (only,) = resumed[True]
+    assert only.snapshot and len(only.subtasks) == 4
+    assert {s.state for s in only.subtasks} == {tasks_pb2.SUBTASK_STATE_SUCCEEDED}
+    assert len(resumed[False]) >= 4
+    assert _final_states(resumed[False]) == _final_states(resumed[True])
+
+
+async def _done(client: h.Client_, task_id: str) -> bool:
+    return (await h.get_task(client, task_id)).state == tasks_pb2.TASK_STATE_SUCCEEDED
+
+
+async def test_large_batched_snapshot_is_split_and_only_its_last_piece_has_the_task(
+    server: h.Running,
+) -> None:
+    """A 600-subtask snapshot comes as 500 + 100 subtasks; only the last message carries
+    the task, so a client resuming from the last version it saw cannot skip a piece."""
+    alice = server.client("alice")
+    values = [str(i) for i in range(600)]
+    task = (await alice.tasks.CreateTask(h.create_request(values=values))).task
+    stream = alice.tasks.WatchTask(
+        tasks_pb2.WatchTaskRequest(task_id=task.id, include_subtasks=True, batch_subtasks=True)
+    )
+    first, second = await stream.read(), await stream.read()
+    stream.cancel()
+    assert (first.snapshot, second.snapshot) == (True, True)
+    assert (len(first.subtasks), len(second.subtasks)) == (500, 100)
+    assert not first.HasField("task") and second.task.id == task.id
+    assert len({s.id for s in [*first.subtasks, *second.subtasks]}) == 600
+
+
+async def test_batching_without_subtasks_is_invalid_argument(server: h.Running) -> None:
+    """batch_subtasks without include_subtasks is refused, naming the field."""
+    alice = server.client("alice")
+    task = (await alice.tasks.CreateTask(h.create_request())).task
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _collect(
+            alice.tasks.WatchTask(tasks_pb2.WatchTaskRequest(task_id=task.id, batch_subtasks=True)),
+            [],
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "batch_subtasks" in str(caught.value.details())
+
+
+async def test_watchers_opening_at_once_all_get_the_snapshot_and_every_change(
+    server: h.Running, worker: h.FakeWorker
+) -> None:
+    """Thirty watchers opening one task at the same moment (they share opening reads) each
+    get the snapshot and then every change to the end, while the task runs."""
+    alice = server.client("alice")
+    task = (await alice.tasks.CreateTask(h.create_request(values=[str(i) for i in range(6)]))).task
+    jobs = await worker.fetch_exactly(6)
+    await worker.succeed(*jobs[0])  # a change just before the watchers open
+    streams: list[list[tasks_pb2.WatchTaskResponse]] = [[] for _ in range(30)]
+    request = tasks_pb2.WatchTaskRequest(
+        task_id=task.id, include_subtasks=True, batch_subtasks=True
+    )
+    watchers = [
+        asyncio.create_task(_collect(alice.tasks.WatchTask(request), into)) for into in streams
+    ]
+    for message, job in jobs[1:]:
+        await worker.succeed(message, job)
+    await asyncio.wait_for(asyncio.gather(*watchers), timeout=20)
+    for updates in streams:
+        assert updates[0].snapshot
+        assert updates[-1].task.state == tasks_pb2.TASK_STATE_SUCCEEDED
+        final = _final_states(updates)
+        assert len(final) == 6 and set(final.values()) == {tasks_pb2.SUBTASK_STATE_SUCCEEDED}

@@ -66,10 +66,26 @@ class Estimator:
         self._paused: set[str] = set()
         self._fresh_until = 0.0
         self._slots_read_at = 0.0
+        self._refreshing: asyncio.Future[None] | None = None
 
     async def _refresh(self) -> None:
+        """Reads the figures again once they are `_TTL` old. One read at a time: the
+        callers that find them stale meanwhile (every watch round and read of a busy
+        replica) wait for that read instead of each running the same queries."""
         if time.monotonic() < self._fresh_until:
             return
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._refresh_now())
+            self._refreshing.add_done_callback(self._refreshed)
+        # Shielded: a caller going away must not cancel the read the others wait for.
+        await asyncio.shield(self._refreshing)
+
+    def _refreshed(self, future: asyncio.Future[None]) -> None:
+        self._refreshing = None
+        if not future.cancelled():
+            future.exception()  # logged where it happened; do not log it as unretrieved
+
+    async def _refresh_now(self) -> None:
         try:
             async with self._engine.connect() as conn:
                 self._render = await store.mean_render_seconds(conn, _RENDER_WINDOW)

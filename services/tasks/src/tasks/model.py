@@ -146,7 +146,13 @@ class Subtask:
         return cls(**_fields(cls, row))
 
 
+_FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
+"""Each model's field names, worked out once (a page of rows asked for them per row)."""
+
+
 def _fields(cls: type[Any], row: Any) -> dict[str, Any]:
     """The row's values for the dataclass fields of `cls`; UUIDs as strings."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
     return {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in row.items() if k in names}

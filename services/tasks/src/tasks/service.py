@@ -8,6 +8,7 @@ owner's task is reported exactly like a missing one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kiln.common import bus, errors, ids, paging, principal
 from tasks import estimates, expansion, filters, model, spec, store, validation, watch, webhooks
-from tasks.watch import Round
+from tasks.watch import Listener, Round
 
 log = structlog.get_logger("tasks.service")
 
@@ -54,6 +55,16 @@ class Runtime:
         return dataclasses.replace(
             self.limits, max_job_bytes=self.nc.max_payload - validation.JOB_HEADER_ALLOWANCE
         )
+
+
+@contextlib.asynccontextmanager
+async def _reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only, in autocommit: each statement sees the latest commits
+    as under READ COMMITTED, without the BEGIN and ROLLBACK round trips a transaction adds
+    (two of the three round trips of a GetTask)."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 def _visible(task: model.Task | None, task_id: str, caller: principal.Principal) -> model.Task:
@@ -182,7 +193,7 @@ class Tasks:
                 reason = model.WAIT_QUEUED
         position = 0
         if task.state == model.PENDING and not task.paused:
-            async with self.rt.engine.connect() as conn:
+            async with _reading(self.rt.engine) as conn:
                 position = await store.queue_position(conn, task, self.rt.priority_aging)
         eta: float | None = None
         if reason in ("", model.WAIT_QUEUED):
@@ -195,7 +206,7 @@ class Tasks:
         """One visible task, with queue position and ETA while it waits."""
         caller = principal.current()
         task_id = _check_uuid(task_id, "task_id")
-        async with self.rt.engine.connect() as conn:
+        async with _reading(self.rt.engine) as conn:
             task = _visible(await store.get_task(conn, task_id), task_id, caller)
         return await self.estimated(task)
 
@@ -227,7 +238,7 @@ class Tasks:
         filters = paging.fingerprint(caller.user_id, owner, sorted(states), tag, search)
         cursor = paging.Cursor.after(page_token, filters)
         after = None if cursor is None else (cursor.create_time, str(cursor.id))
-        async with self.rt.engine.connect() as conn:
+        async with _reading(self.rt.engine) as conn:
             found = await store.list_tasks(
                 conn,
                 owner_id=owner,
@@ -529,24 +540,30 @@ def _preview(s: spec.TaskSpec, owner_id: str, total: int) -> model.Task:
 
 @dataclasses.dataclass(eq=False)
 class WatchUpdate:
-    """One message of a watch: the task, maybe a changed subtask, and whether it is the
-    opening snapshot. Updates after the snapshot are shared by every watcher that is caught
-    up, so `wire` lets the transport encode one once for all of them."""
+    """One update of a watch: the task, and either one changed subtask (`subtask`) or, for
+    batched watches, every subtask that changed (`batch`, possibly empty); `snapshot` when it
+    is the opening snapshot. Updates after the snapshot are shared by every watcher that is
+    caught up, so `wire` lets the transport encode one once for all of them."""
 
     task: model.Task
     subtask: model.Subtask | None = None
     snapshot: bool = False
+    batch: list[model.Subtask] | None = None
     wire: Any = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Changes:
-    """A round's content: the task after it, one update per changed subtask, and the
-    task-only update for watchers without subtasks."""
+    """A round's content: the task after it, the subtasks that changed in it (in change
+    order), one update per changed subtask, and the task-only update for watchers without
+    subtasks; the batched update of the round is made when a batched watcher first asks."""
 
     task: model.Task
+    subtasks: list[model.Subtask]
     subtask_updates: list[WatchUpdate]
     task_update: WatchUpdate
+    snapshot: bool = False
+    _batch_update: WatchUpdate | None = None
 
     def updates(self, cursor: int, include_subtasks: bool) -> list[WatchUpdate]:
         """What a watcher that has seen everything up to version `cursor` is sent."""
@@ -556,9 +573,33 @@ class _Changes:
                 return news
         return [self.task_update] if self.task.version > cursor else []
 
+    def batch_update(self) -> WatchUpdate:
+        """The round as one batched update (shared by every caught-up batched watcher)."""
+        if self._batch_update is None:
+            self._batch_update = WatchUpdate(self.task, snapshot=self.snapshot, batch=self.subtasks)
+        return self._batch_update
+
 
 def _changed_after(update: WatchUpdate, cursor: int) -> bool:
     return update.subtask is not None and update.subtask.changed_version > cursor
+
+
+def _batched(rounds: list[Round], cursor: int) -> WatchUpdate | None:
+    """The rounds after `cursor` as one batched update: each subtask that changed after
+    `cursor`, in its latest state, and the task of the last round. A caught-up watcher with
+    one round gets the round's shared update; None when nothing is newer than `cursor`."""
+    last: _Changes = rounds[-1].content
+    if len(rounds) == 1 and rounds[0].after >= cursor:
+        return last.batch_update()
+    latest: dict[str, model.Subtask] = {}
+    for round_ in rounds:
+        for subtask in round_.content.subtasks:
+            if subtask.changed_version > cursor:
+                latest.pop(subtask.id, None)  # keep the order of the latest changes
+                latest[subtask.id] = subtask
+    if not latest and last.task.version <= cursor:
+        return None
+    return WatchUpdate(last.task, batch=list(latest.values()))
 
 
 class Watches:
@@ -567,15 +608,60 @@ class Watches:
     def __init__(self, tasks: Tasks, refresh: float) -> None:
         self._tasks = tasks
         self._refresh = refresh
+        self._openings: dict[tuple[str, int, bool], asyncio.Future[Round]] = {}
+        """Opening reads that have not got their database connection yet, by task, version
+        and subtasks: watchers opening the same task meanwhile share one read."""
+
+    async def _opening(self, task_id: str, since: int, subtasks: bool) -> Round:
+        """The opening read of a watch (snapshot). Watchers of one task that open while a
+        read waits for its database connection join that read rather than each taking a
+        connection: a thousand watchers opening at once need one read per task, not a
+        thousand. Each joined after it started listening, and the read's queries run
+        after that, so no joiner misses a change."""
+        key = (task_id, since, subtasks)
+        shared = self._openings.get(key)
+        if shared is None:
+            shared = self._openings[key] = asyncio.get_running_loop().create_future()
+
+            def connected() -> None:
+                if self._openings.get(key) is shared:
+                    del self._openings[key]  # from now on, a new watcher reads anew
+
+            async def read() -> None:
+                try:
+                    result = await self._read(
+                        task_id, since, snapshot=True, subtasks=subtasks, connected=connected
+                    )
+                except Exception as exc:
+                    shared.set_exception(exc)
+                except BaseException:
+                    shared.cancel()
+                    raise
+                else:
+                    shared.set_result(result)
+                finally:
+                    connected()
+
+            reading = asyncio.ensure_future(read())
+            reading.add_done_callback(_retrieve_quietly)
+            shared.add_done_callback(_retrieve_quietly)
+        # Shielded: one watcher going away must not cancel the read the others wait for.
+        return await asyncio.shield(shared)
 
     async def watch(
-        self, task_id: str, after_version: int, include_subtasks: bool
+        self, task_id: str, after_version: int, include_subtasks: bool, batch: bool = False
     ) -> AsyncIterator[WatchUpdate]:
-        """The updates of one watch; ends after the task finished and its last change."""
+        """The updates of one watch; ends after the task finished and its last change.
+        With `batch` (which needs `include_subtasks`), each round of changes the watcher
+        gets is one update with every subtask that changed in it."""
         caller = principal.current()
         task_id = _check_uuid(task_id, "task_id")
         if after_version < 0:
             raise errors.InvalidArgument.field("after_version", "must not be negative")
+        if batch and not include_subtasks:
+            raise errors.InvalidArgument.field(
+                "batch_subtasks", "batches subtask changes, so it needs include_subtasks"
+            )
         # Listen before the first read, so no change between the read and the wait is missed.
         async with self._tasks.rt.hub.listen(task_id, caller.user_id) as listener:
             # The opening read is this watcher's own: it checks ownership, and a resumed
@@ -583,7 +669,7 @@ class Watches:
             # messages share one task version, and a stream can drop between two of them;
             # clients apply subtask states idempotently).
             since = max(after_version - 1, 0)
-            opening = await self._read(task_id, since, snapshot=True, subtasks=include_subtasks)
+            opening = await self._opening(task_id, since, include_subtasks)
             task = _visible(opening.content.task if not opening.gone else None, task_id, caller)
             if after_version > task.version:
                 # Nothing newer would ever be sent; refuse rather than end silently.
@@ -594,36 +680,63 @@ class Watches:
                 )
             snapshot: _Changes = opening.content
             if include_subtasks and snapshot.subtask_updates:
-                for update in snapshot.subtask_updates:
-                    yield update
+                if batch:
+                    yield snapshot.batch_update()
+                else:
+                    for update in snapshot.subtask_updates:
+                        yield update
             elif task.version > after_version or after_version == 0:
                 yield snapshot.task_update
             listener.start(task.version)
-            read = functools.partial(self._read, task_id)
-            while not task.finished:
-                rounds = listener.rounds()
-                if rounds is None:  # fell out of the shared log: catch up on our own
-                    rounds = [await read(listener.cursor)]
-                elif not rounds:
-                    if listener.gone:
-                        return
-                    await listener.wait_and_catch_up(self._refresh, read)
-                    continue
+            async for update in self._follow(task, listener, include_subtasks, batch):
+                yield update
+
+    async def _follow(
+        self, task: model.Task, listener: Listener, include_subtasks: bool, batch: bool
+    ) -> AsyncIterator[WatchUpdate]:
+        """The updates after the opening snapshot, round by round, until the task finished."""
+        read = functools.partial(self._read, task.id)
+        while not task.finished:
+            rounds = listener.rounds()
+            if rounds is None:  # fell out of the shared log: catch up on our own
+                rounds = [await read(listener.cursor)]
+            elif not rounds:
+                if listener.gone:
+                    return
+                await listener.wait_and_catch_up(self._refresh, read)
+                continue
+            gone = next((i for i, r in enumerate(rounds) if r.gone), None)
+            if gone is not None:
+                rounds = rounds[:gone]  # the task was deleted after these
+            if batch and rounds:
+                update = _batched(rounds, listener.cursor)
+                if update is not None:
+                    yield update
+            else:
                 for round_ in rounds:
-                    if round_.gone:
-                        return
                     for update in round_.content.updates(listener.cursor, include_subtasks):
                         yield update
-                    task = round_.content.task
-                    listener.cursor = max(listener.cursor, round_.version)
+            if rounds:
+                task = rounds[-1].content.task
+                listener.cursor = max(listener.cursor, rounds[-1].version)
+            if gone is not None:
+                return
 
     async def _read(
-        self, task_id: str, since: int, *, snapshot: bool = False, subtasks: bool = True
+        self,
+        task_id: str,
+        since: int,
+        *,
+        snapshot: bool = False,
+        subtasks: bool = True,
+        connected: Callable[[], None] = lambda: None,
     ) -> Round:
         """The task and (unless `subtasks` is false) its subtasks changed after version
         `since`, as a round. Shared rounds always hold the subtasks: some watcher may want
-        them, and a round after a change names only the few that changed."""
-        async with self._tasks.rt.engine.connect() as conn:
+        them, and a round after a change names only the few that changed. `connected` is
+        called once the read has its connection, before its queries."""
+        async with _reading(self._tasks.rt.engine) as conn:
+            connected()
             task = await store.get_task(conn, task_id)
             if task is None:
                 return Round(since, since, gone=True)
@@ -634,7 +747,14 @@ class Watches:
         task = await self._tasks.estimated(task)
         changes = _Changes(
             task,
+            changed,
             [WatchUpdate(task, subtask, snapshot=snapshot) for subtask in changed],
             WatchUpdate(task, None, snapshot=snapshot),
+            snapshot=snapshot,
         )
         return Round(since, task.version, changes)
+
+
+def _retrieve_quietly(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # the watchers saw it; do not log it again as unretrieved

@@ -145,33 +145,32 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
 
     async def WatchTask(
         self, request: tasks_pb2.WatchTaskRequest, context: Context
-    ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
+    ) -> AsyncIterator[bytes]:
+        # Yields encoded messages (the interceptors' serializer passes bytes through): an
+        # update shared by many watchers is encoded once for all of them.
         grid_version = -1
         async for update in self._watches.watch(
-            request.task_id, request.after_version, request.include_subtasks
+            request.task_id,
+            request.after_version,
+            request.include_subtasks,
+            batch=request.batch_subtasks,
         ):
-            if update.wire is None:  # shared updates are encoded once for every watcher
-                message = tasks_pb2.WatchTaskResponse(
-                    task=convert.task_proto(update.task), snapshot=update.snapshot
-                )
-                if update.subtask is not None:
-                    message.subtask.CopyFrom(convert.subtask_proto(update.subtask))
-                update.wire = message
-            if not request.include_grid:
-                yield update.wire
-                continue
-            # The grid rides along when the task moved past the last one sent; the shared
-            # message is copied, since other watchers may not want it.
-            if update.task.version > grid_version:
+            if update.wire is None:
+                update.wire = _watch_messages(update)
+            *leading, last = update.wire
+            for message in leading:
+                yield message
+            if request.include_grid and update.task.version > grid_version:
+                # The grid rides along when the task moved past the last one sent. Encoded
+                # protobuf messages merge when concatenated, so the shared bytes are kept and
+                # this watcher's grid is appended to the update's last message.
                 latest = await self._grids.latest(update.task.id, update.task.version)
                 if latest is not None:
                     grid_version = latest.version
-                    with_grid = tasks_pb2.WatchTaskResponse()
-                    with_grid.CopyFrom(update.wire)
-                    with_grid.grid.CopyFrom(_grid_proto(latest))
-                    yield with_grid
+                    extra = tasks_pb2.WatchTaskResponse(grid=_grid_proto(latest))
+                    yield last + extra.SerializeToString()
                     continue
-            yield update.wire
+            yield last
 
     async def GetImage(
         self, request: tasks_pb2.GetImageRequest, context: Context
@@ -229,6 +228,43 @@ def _grid_proto(found: grid.Grid) -> tasks_pb2.TaskGrid:
             )
         )
     return message
+
+
+BATCH_MAX_SUBTASKS = 500
+"""Subtasks in one batched WatchTask message at most (documented in tasks.proto)."""
+BATCH_MAX_BYTES = 1 << 20
+"""Encoded subtasks in one batched message at most, well below clients' 4 MiB default."""
+
+
+def _watch_messages(update: service.WatchUpdate) -> list[bytes]:
+    """The encoded WatchTask messages of one update. A batch too large for one message is
+    split; only its last piece carries the task, so a client that resumes from the last task
+    version it saw never skips the pieces it missed."""
+    task = convert.task_proto(update.task)
+    if update.batch is None:
+        message = tasks_pb2.WatchTaskResponse(task=task, snapshot=update.snapshot)
+        if update.subtask is not None:
+            message.subtask.CopyFrom(convert.subtask_proto(update.subtask))
+        return [message.SerializeToString()]
+    pieces: list[list[tasks_pb2.Subtask]] = [[]]
+    size = 0
+    for subtask in update.batch:
+        encoded = convert.subtask_proto(subtask)
+        weight = encoded.ByteSize()
+        if pieces[-1] and (
+            len(pieces[-1]) >= BATCH_MAX_SUBTASKS or size + weight > BATCH_MAX_BYTES
+        ):
+            pieces.append([])
+            size = 0
+        pieces[-1].append(encoded)
+        size += weight
+    messages = [
+        tasks_pb2.WatchTaskResponse(subtasks=piece, snapshot=update.snapshot).SerializeToString()
+        for piece in pieces[:-1]
+    ]
+    last = tasks_pb2.WatchTaskResponse(task=task, subtasks=pieces[-1], snapshot=update.snapshot)
+    messages.append(last.SerializeToString())
+    return messages
 
 
 def _queue_proto(stats: system.QueueStats) -> tasks_pb2.QueueStats:

@@ -169,10 +169,12 @@ def _task_commands(top: Any) -> None:
     ).complete = shtab.FILE  # type: ignore[attr-defined]
     create.add_argument("--watch", action="store_true", help="follow the task until it ends")
     _exit_status_option(create)
+    _subtasks_option(create)
     create.add_argument("--validate-only", action="store_true", help="check and estimate only")
     watch = _command(task, "watch", task_commands.watch, "follow a task live until it ends")
     watch.add_argument("task_id")
     _exit_status_option(watch)
+    _subtasks_option(watch)
     _command(task, "get", task_commands.get, "show a task").add_argument("task_id")
     for name, handler, text in [
         ("cancel", task_commands.cancel, "cancel a task, or a slice's waiting subtasks"),
@@ -264,6 +266,15 @@ def _admin_commands(top: Any) -> None:
     _command(
         keys, "revoke", auth_commands.api_keys_revoke, "revoke an API key", False
     ).add_argument("key_id")
+
+
+def _subtasks_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--subtasks",
+        action="store_true",
+        help="while watching, also show each subtask as it ends (table: one line each; "
+        'json/yaml: a {"subtask": ...} document per change)',
+    )
 
 
 def _exit_status_option(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from google.protobuf import field_mask_pb2
 
 from kiln.cli import output, spec
@@ -137,12 +138,17 @@ def create(session: Session, args: argparse.Namespace) -> None:
         return
     if args.output_format == "table":
         print(f"created task {task.id} ({task.total_images} images)", flush=True)
-    _finish_watch(_watch(session, task.id, args.output_format), args.exit_status)
+    _finish_watch(
+        _watch(session, task.id, args.output_format, subtasks=args.subtasks), args.exit_status
+    )
 
 
 def watch(session: Session, args: argparse.Namespace) -> None:
     """Follows a task live until it ends."""
-    _finish_watch(_watch(session, args.task_id, args.output_format), args.exit_status)
+    _finish_watch(
+        _watch(session, args.task_id, args.output_format, subtasks=args.subtasks),
+        args.exit_status,
+    )
 
 
 def _finish_watch(last: tasks_pb2.Task | None, exit_status: bool) -> None:
@@ -156,19 +162,34 @@ def _finish_watch(last: tasks_pb2.Task | None, exit_status: bool) -> None:
         raise SystemExit(code)
 
 
-def _watch(session: Session, task_id: str, fmt: str) -> tasks_pb2.Task | None:
+def _watch(
+    session: Session, task_id: str, fmt: str, *, subtasks: bool = False
+) -> tasks_pb2.Task | None:
     """Prints the task's updates until it ends (a progress line, or one JSON/YAML document
-    per update) and returns the last one seen."""
+    per update) and returns the last one seen. With `subtasks`, each subtask change is shown
+    too; they come batched (many per message, latest state only)."""
     bar = output.ProgressLine()
     last: tasks_pb2.Task | None = None
     version = 0
+    shown: dict[str, int] = {}
     # A dropped stream resumes from the last version seen, so nothing is missed.
     for _attempt in range(5):
         stream = _tasks(session).WatchTask(
-            tasks_pb2.WatchTaskRequest(task_id=task_id, after_version=version),
+            tasks_pb2.WatchTaskRequest(
+                task_id=task_id,
+                after_version=version,
+                include_subtasks=subtasks,
+                batch_subtasks=subtasks,
+            ),
             metadata=session.metadata(),
         )
         for update in stream:
+            for subtask in update.subtasks:
+                if shown.get(subtask.id) != subtask.state:  # a resume may repeat some
+                    shown[subtask.id] = subtask.state
+                    _show_subtask(subtask, fmt)
+            if not update.HasField("task"):
+                continue  # a piece of a large batch; the task comes with its last piece
             last = update.task
             version = max(version, last.version)
             if fmt == "json":
@@ -191,6 +212,26 @@ def _watch(session: Session, task_id: str, fmt: str) -> tasks_pb2.Task | None:
     if last is not None and fmt == "table":
         print(f"task {last.id} {state_label(last)}")
     return last
+
+
+SUBTASK_ENDINGS = {
+    tasks_pb2.SUBTASK_STATE_SUCCEEDED: "succeeded",
+    tasks_pb2.SUBTASK_STATE_FAILED: "failed",
+    tasks_pb2.SUBTASK_STATE_CANCELLED: "cancelled",
+}
+
+
+def _show_subtask(subtask: tasks_pb2.Subtask, fmt: str) -> None:
+    """One subtask change: every change as a document, or a line when it ended (table)."""
+    if fmt == "json":
+        print(json.dumps({"subtask": output.as_dict(subtask)}, sort_keys=True), flush=True)
+    elif fmt == "yaml":
+        print("---", flush=False)
+        print(yaml.safe_dump({"subtask": output.as_dict(subtask)}, sort_keys=True), end="")
+        sys.stdout.flush()
+    elif subtask.state in SUBTASK_ENDINGS:
+        error = f"  {subtask.error.type}: {subtask.error.message}" if subtask.error.type else ""
+        print(f"subtask {subtask.index} {SUBTASK_ENDINGS[subtask.state]}{error}", flush=True)
 
 
 def list_tasks(session: Session, args: argparse.Namespace) -> None:

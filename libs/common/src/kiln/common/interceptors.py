@@ -1,7 +1,8 @@
 """Server interceptors: request ids, access log, error mapping and token checks.
 
 grpc.aio interceptors can only swap the handler of an RPC, so each one here wraps the
-handler's behaviour with `_wrap`, which knows the four RPC shapes. The order given to the
+handler's behaviour with `_wrap`, which knows the four RPC shapes. A wrapped handler may
+return or yield responses already encoded as bytes; they are sent unchanged. The order given to the
 server is outermost first: `ObservabilityInterceptor` must come first so it sees (and maps)
 every error the inner ones raise.
 """
@@ -110,8 +111,23 @@ def _wrap(
     return _HANDLER_FACTORIES[kind](
         behaviour,
         _safe_deserializer(handler.request_deserializer, method),
-        handler.response_serializer,
+        _encoded_passthrough(handler.response_serializer),
     )
+
+
+def _encoded_passthrough(
+    serializer: Callable[[Any], bytes] | None,
+) -> Callable[[Any], bytes] | None:
+    # A handler may yield a response already encoded (bytes), as WatchTask does for a message
+    # shared by many watchers: it is sent as is instead of being encoded once per stream.
+    if serializer is None or getattr(serializer, "passes_bytes", False):
+        return serializer
+
+    def serialize(message: Any) -> bytes:
+        return message if type(message) is bytes else serializer(message)
+
+    serialize.passes_bytes = True  # type: ignore[attr-defined]
+    return serialize
 
 
 _HANDLER_FACTORIES = {

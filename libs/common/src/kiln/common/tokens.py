@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -62,16 +63,67 @@ def public_jwk(kid: str, key: ed25519.Ed25519PublicKey) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    kid: str
+    key: ed25519.Ed25519PublicKey
+    valid_until: float
+    """The token's `exp` plus the leeway (epoch seconds)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class TokenVerifier:
-    """Verifies access tokens and turns them into principals."""
+    """Verifies access tokens and turns them into principals.
+
+    A token that verified is remembered (by its text, up to `cache_size` tokens) until it
+    expires, so a client calling many times pays for the signature check once. A remembered
+    token is still refused once it expires, and checked again in full when the key source
+    no longer hands out the key it verified with (a removed or refreshed key). What is not
+    in the token, such as a revoked account, is checked by the caller on every call.
+    """
 
     keys: KeySource
     issuer: str
     audience: str
     leeway: float = 5.0
+    cache_size: int = 10_000
+    _verified: dict[str, _Verified] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    @property
+    def remembered(self) -> int:
+        """Tokens verified and remembered now."""
+        return len(self._verified)
+
+    def remembers(self, token: str) -> bool:
+        """Whether `token` is remembered as verified (it may have expired since)."""
+        return token in self._verified
 
     async def verify(self, token: str) -> Principal:
         """The principal of a valid token; `Unauthenticated` for anything else."""
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() > known.valid_until:
+                del self._verified[token]
+                raise errors.Unauthenticated(_INVALID)
+            if await self.keys.get_key(known.kid) is known.key:
+                return known.principal
+            del self._verified[token]  # the key changed: verify again in full
+        return await self._verify_and_remember(token)
+
+    def _remember(self, token: str, verified: _Verified) -> None:
+        if self.cache_size <= 0:
+            return
+        if len(self._verified) >= self.cache_size:
+            now = time.time()
+            for stale in [t for t, v in self._verified.items() if now > v.valid_until]:
+                del self._verified[stale]
+            while len(self._verified) >= self.cache_size:  # still full: drop the oldest
+                del self._verified[next(iter(self._verified))]
+        self._verified[token] = verified
+
+    async def _verify_and_remember(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -94,7 +146,7 @@ class TokenVerifier:
             )
             if not claims["sub"] or not claims["jti"]:
                 raise errors.Unauthenticated(_INVALID)
-            return Principal(
+            caller = Principal(
                 user_id=str(claims["sub"]),
                 email=str(claims.get("email", "")),
                 role=Role(claims["role"]),
@@ -103,3 +155,5 @@ class TokenVerifier:
             )
         except (jwt.InvalidTokenError, ValueError, KeyError, TypeError):
             raise errors.Unauthenticated(_INVALID) from None
+        self._remember(token, _Verified(caller, kid, key, float(claims["exp"]) + self.leeway))
+        return caller

@@ -13,10 +13,18 @@ from kiln.common.settings import GrpcClientTlsSettings, TokenSettings
 from kiln.common.tokens import KeySource, TokenVerifier
 
 
-def build_verifier(keys: KeySource, settings: TokenSettings) -> TokenVerifier:
+def build_verifier(
+    keys: KeySource, settings: TokenSettings, *, cache_size: int = TokenVerifier.cache_size
+) -> TokenVerifier:
     """A verifier of tokens signed by `keys`, with the issuer, audience and leeway of
-    `settings`."""
-    return TokenVerifier(keys, settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway)
+    `settings`, remembering up to `cache_size` verified tokens (0: none)."""
+    return TokenVerifier(
+        keys,
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        settings.jwt_leeway,
+        cache_size=cache_size,
+    )
 
 
 def auth_service_verifier(

@@ -564,28 +564,32 @@ class RetryTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., retried_count: _Optional[int] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
-    __slots__ = ("task_id", "after_version", "include_subtasks", "include_grid")
+    __slots__ = ("task_id", "after_version", "include_subtasks", "batch_subtasks", "include_grid")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SUBTASKS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SUBTASKS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_GRID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     after_version: int
     include_subtasks: bool
+    batch_subtasks: bool
     include_grid: bool
-    def __init__(self, task_id: _Optional[str] = ..., after_version: _Optional[int] = ..., include_subtasks: _Optional[bool] = ..., include_grid: _Optional[bool] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., after_version: _Optional[int] = ..., include_subtasks: _Optional[bool] = ..., batch_subtasks: _Optional[bool] = ..., include_grid: _Optional[bool] = ...) -> None: ...
 
 class WatchTaskResponse(_message.Message):
-    __slots__ = ("task", "subtask", "snapshot", "grid")
+    __slots__ = ("task", "subtask", "snapshot", "subtasks", "grid")
     TASK_FIELD_NUMBER: _ClassVar[int]
     SUBTASK_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    SUBTASKS_FIELD_NUMBER: _ClassVar[int]
     GRID_FIELD_NUMBER: _ClassVar[int]
     task: Task
     subtask: Subtask
     snapshot: bool
+    subtasks: _containers.RepeatedCompositeFieldContainer[Subtask]
     grid: TaskGrid
-    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., subtask: _Optional[_Union[Subtask, _Mapping]] = ..., snapshot: _Optional[bool] = ..., grid: _Optional[_Union[TaskGrid, _Mapping]] = ...) -> None: ...
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., subtask: _Optional[_Union[Subtask, _Mapping]] = ..., snapshot: _Optional[bool] = ..., subtasks: _Optional[_Iterable[_Union[Subtask, _Mapping]]] = ..., grid: _Optional[_Union[TaskGrid, _Mapping]] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("subtask_id", "thumbnail")
