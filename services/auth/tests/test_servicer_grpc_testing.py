@@ -35,7 +35,7 @@ async def built(migrated_database: str) -> AsyncIterator[app.AuthApp]:
 
 
 def _server(built: app.AuthApp, caller: Principal | None = None) -> Any:
-    servicer = SyncServicer(built.servicer, asyncio.get_running_loop(), caller)
+    servicer = SyncServicer(built.servicer, asyncio.get_running_loop(), caller, SERVICE)
     return grpc_testing.server_from_dictionary({SERVICE: servicer}, grpc_testing.strict_real_time())
 
 

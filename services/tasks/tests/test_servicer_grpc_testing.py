@@ -45,8 +45,8 @@ class Servers:
         loop = asyncio.get_running_loop()
         return grpc_testing.server_from_dictionary(
             {
-                TASKS: SyncServicer(self.tasks, loop, caller),
-                SYSTEM: SyncServicer(self.system, loop, caller),
+                TASKS: SyncServicer(self.tasks, loop, caller, TASKS),
+                SYSTEM: SyncServicer(self.system, loop, caller, SYSTEM),
             },
             grpc_testing.strict_real_time(),
         )

@@ -8,7 +8,10 @@ the real handler on the test's event loop (where the servicer's engine and NATS
 connection live) and blocks the grpc_testing thread until it is done. A typed `KilnError`
 becomes the status, message and `google.rpc.Status` trailer the server's interceptor would
 send, through the same `errors` mapping. The caller is bound as the auth interceptor
-binds it. Interceptors themselves are not run: the real server tests cover them.
+binds it. Interceptors themselves are not run: the real server tests cover them. A
+handler may yield already encoded messages (the server's serializer passes bytes through);
+given the service's descriptor, the adapter decodes them into the method's response type,
+as a client would.
 
 Tests call `rpc.termination()` and friends through `asyncio.to_thread`, never on the loop
 itself (the handler needs the loop while the thread waits).
@@ -20,6 +23,9 @@ import asyncio
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 
 from kiln.common import errors, principal
 from kiln.common.interceptors import STATUS_DETAILS_KEY
@@ -36,16 +42,35 @@ class SyncServicer:
         servicer: object,
         loop: asyncio.AbstractEventLoop,
         caller: principal.Principal | None,
+        service: ServiceDescriptor | None = None,
     ) -> None:
         self._servicer = servicer
         self._loop = loop
         self._caller = caller
+        self._service = service
 
     def __getattr__(self, name: str) -> Callable[[Any, Any], Any]:
         handler = getattr(self._servicer, name)
         if inspect.isasyncgenfunction(handler):
-            return lambda request, context: self._stream(handler, request, _Context(context))
+            decode = self._decoder(name)
+            return lambda request, context: (
+                decode(response) for response in self._stream(handler, request, _Context(context))
+            )
         return lambda request, context: self._unary(handler, request, _Context(context))
+
+    def _decoder(self, method: str) -> Callable[[Any], Any]:
+        """Turns an encoded response of `method` into its message; messages pass as they are."""
+        if self._service is None:
+            return lambda response: response
+        output = self._service.methods_by_name[method].output_type
+        response_type = message_factory.GetMessageClass(output)
+
+        def decode(response: Any) -> Any:
+            if isinstance(response, bytes):
+                return response_type.FromString(response)
+            return response
+
+        return decode
 
     def _run(self, awaitable: Any) -> Any:
         # The new task copies this thread's context: the caller bound here is the one the
