@@ -61,3 +61,23 @@ async def _dump_tasks_on_sigusr1() -> AsyncIterator[None]:
     loop.add_signal_handler(signal.SIGUSR1, dump)
     yield
     loop.remove_signal_handler(signal.SIGUSR1)
+
+
+@pytest.fixture
+async def narrow(
+    database_url: str, signer: TestSigner, private_nats: NatsServer
+) -> AsyncIterator[h.Running]:
+    """A tasks server that keeps at most 2 jobs per queue in flight, so some wait."""
+    cfg = h.make_config(database_url, private_nats.url, TASKS_DISPATCH_WINDOW="2")
+    app.migrate(cfg)
+    running = await h.start(cfg, signer)
+    yield running
+    await h.stop(running)
+
+
+@pytest.fixture
+async def standard(narrow: h.Running, private_nats: NatsServer) -> AsyncIterator[h.FakeWorker]:
+    """A scripted worker of the standard queue, beside the narrow server."""
+    worker = await h.FakeWorker.connect(private_nats.url)
+    yield worker
+    await worker.close()

@@ -4,37 +4,12 @@ clear errors for bad variables."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 from grid_views import check_step, grid_request
 
-from kiln.common.testing import NatsServer
-from kiln.common.testing.tokens import TestSigner
 from kiln.tasks.v1 import tasks_pb2
-from tasks import app
 from tasks import testing as h
-
-
-@pytest.fixture
-async def narrow(
-    database_url: str, signer: TestSigner, private_nats: NatsServer
-) -> AsyncIterator[h.Running]:
-    """A tasks server that keeps at most 2 jobs per queue in flight, so some wait."""
-    cfg = h.make_config(database_url, private_nats.url, TASKS_DISPATCH_WINDOW="2")
-    app.migrate(cfg)
-    running = await h.start(cfg, signer)
-    yield running
-    await h.stop(running)
-
-
-@pytest.fixture
-async def standard(narrow: h.Running, private_nats: NatsServer) -> AsyncIterator[h.FakeWorker]:
-    """A scripted worker of the standard queue."""
-    worker = await h.FakeWorker.connect(private_nats.url)
-    yield worker
-    await worker.close()
 
 
 async def test_grid_counts_equal_subtask_states_at_every_step(

@@ -3,37 +3,12 @@ order is decided while jobs still wait in the outbox."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from kiln.common.testing import NatsServer
-from kiln.common.testing.tokens import TestSigner
 from kiln.tasks.v1 import tasks_pb2
-from tasks import app
 from tasks import testing as h
-
-
-@pytest.fixture
-async def narrow(
-    database_url: str, signer: TestSigner, private_nats: NatsServer
-) -> AsyncIterator[h.Running]:
-    """A tasks server that keeps at most 2 jobs per queue in flight."""
-    cfg = h.make_config(database_url, private_nats.url, TASKS_DISPATCH_WINDOW="2")
-    app.migrate(cfg)
-    running = await h.start(cfg, signer)
-    yield running
-    await h.stop(running)
-
-
-@pytest.fixture
-async def standard(narrow: h.Running, private_nats: NatsServer) -> AsyncIterator[h.FakeWorker]:
-    """A scripted worker of the standard queue."""
-    worker = await h.FakeWorker.connect(private_nats.url)
-    yield worker
-    await worker.close()
 
 
 def _update(task_id: str, priority: int, *paths: str) -> tasks_pb2.UpdateTaskRequest:
