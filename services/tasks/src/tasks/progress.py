@@ -193,10 +193,7 @@ class ProgressConsumer(_PullLoop):
                         # The database is failing: everything left comes back after a pause
                         # (what of this message was folded already folds again, harmlessly).
                         log.warning("event_fold_failed", error=type(exc).__name__)
-                        for rest in batch[position:]:
-                            with contextlib.suppress(Exception):
-                                await rest.message.nak(delay=1.0)
-                        await asyncio.sleep(0.5)
+                        await _hand_back([rest.message for rest in batch[position:]])
                         return
                     self._set_aside(message, "unfoldable", type(exc).__name__, event)
                     rejected += 1
@@ -283,10 +280,7 @@ class AdvisoryConsumer(_PullLoop):
                 if not _blames_event(exc):
                     # The database is failing: the rest comes back after a pause.
                     log.warning("advisory_failed", error=type(exc).__name__)
-                    for rest in messages[position:]:
-                        with contextlib.suppress(Exception):
-                            await rest.nak(delay=1.0)
-                    await asyncio.sleep(0.5)
+                    await _hand_back(messages[position:])
                     return
                 metrics.EVENTS_REJECTED.labels(reason="advisory").inc()
                 log.warning("advisory_rejected", problem=type(exc).__name__)
@@ -350,3 +344,12 @@ class AdvisoryConsumer(_PullLoop):
             log.warning("advisory_rejected", stream_seq=sequence, problem=problem or "attempt")
             return None
         return job
+
+
+async def _hand_back(messages: Sequence[Msg]) -> None:
+    """While the database fails: every message left comes back after a second, and this
+    consumer pauses before its next fetch."""
+    for message in messages:
+        with contextlib.suppress(Exception):
+            await message.nak(delay=1.0)
+    await asyncio.sleep(0.5)
