@@ -33,11 +33,11 @@ run: install ## Start NATS, PostgreSQL, migrations and all services locally; Ctr
 
 .PHONY: test
 test: install ## Run the whole test suite.
-	$(BIN)/pytest -m "not long"
+	$(BIN)/pytest -m "not long" --durations=25
 
 .PHONY: test-long
 test-long: install ## Run the long scenarios (fault and load suites).
-	$(BIN)/pytest -m long || [ $$? -eq 5 ]  # 5: no long scenario selected
+	$(BIN)/pytest -m long --durations=25 || [ $$? -eq 5 ]  # 5: no long scenario selected
 
 .PHONY: lint
 lint: install ## buf lint + format, ruff, mypy --strict, generated code freshness, buf breaking.
