@@ -25,7 +25,18 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kiln.common import bus, errors, ids, paging, principal
-from tasks import estimates, expansion, filters, model, spec, store, validation, watch, webhooks
+from tasks import (
+    estimates,
+    expansion,
+    filters,
+    model,
+    readcache,
+    spec,
+    store,
+    validation,
+    watch,
+    webhooks,
+)
 from tasks.watch import Listener, Round
 
 log = structlog.get_logger("tasks.service")
@@ -119,6 +130,8 @@ class Tasks:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.reads = readcache.TaskReads()
+        """GetTask's and ListTasks' conversions, reused per task version."""
 
     async def create(
         self, task_spec: spec.TaskSpec, *, validate_only: bool
@@ -207,7 +220,7 @@ class Tasks:
         caller = principal.current()
         task_id = _check_uuid(task_id, "task_id")
         async with _reading(self.rt.engine) as conn:
-            task = _visible(await store.get_task(conn, task_id), task_id, caller)
+            task = _visible(await store.get_task(conn, task_id, reads=self.reads), task_id, caller)
         return await self.estimated(task)
 
     async def list_tasks(
@@ -247,6 +260,7 @@ class Tasks:
                 search=search,
                 after=after,
                 limit=size + 1,
+                reads=self.reads,
             )
         return paging.cut(found, size, filters, _task_position)
 

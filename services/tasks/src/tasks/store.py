@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kiln.common import job_errors
-from tasks import lifecycle, model, ranking
+from tasks import lifecycle, model, ranking, readcache
 
 LIVE = lifecycle.LIVE_SQL
 
@@ -115,8 +115,15 @@ async def enqueue_pending(conn: AsyncConnection, task_id: str, priority: int) ->
     return int(result.rowcount or 0)
 
 
-async def get_task(conn: AsyncConnection, task_id: str, *, lock: bool = False) -> model.Task | None:
-    """One task by id (deleted ones too), optionally locked for update."""
+async def get_task(
+    conn: AsyncConnection,
+    task_id: str,
+    *,
+    lock: bool = False,
+    reads: readcache.TaskReads | None = None,
+) -> model.Task | None:
+    """One task by id (deleted ones too), optionally locked for update; through `reads`
+    (a row of a version seen before is not converted again) when given."""
     suffix = " FOR UPDATE" if lock else ""
     row = (
         (
@@ -128,7 +135,9 @@ async def get_task(conn: AsyncConnection, task_id: str, *, lock: bool = False) -
         .mappings()
         .first()
     )
-    return model.Task.from_row(row) if row else None
+    if row is None:
+        return None
+    return model.Task.from_row(row) if reads is None else reads.task(row)
 
 
 def escape_like(value: str) -> str:
@@ -145,8 +154,10 @@ async def list_tasks(
     search: str,
     after: tuple[dt.datetime, str] | None,
     limit: int,
+    reads: readcache.TaskReads | None = None,
 ) -> list[model.Task]:
-    """Non-deleted tasks newest first, keyset-paged on (create_time, id)."""
+    """Non-deleted tasks newest first, keyset-paged on (create_time, id); through `reads`
+    when given (see `get_task`)."""
     where = ["NOT is_deleted"]
     params: dict[str, Any] = {"limit": limit}
     if owner_id is not None:
@@ -172,7 +183,9 @@ async def list_tasks(
         "ORDER BY create_time DESC, id DESC LIMIT :limit"
     )
     rows = (await conn.execute(text(sql), params)).mappings().all()
-    return [model.Task.from_row(r) for r in rows]
+    if reads is None:
+        return [model.Task.from_row(r) for r in rows]
+    return [reads.task(r) for r in rows]
 
 
 async def list_subtasks(
