@@ -310,3 +310,48 @@ async def test_watchers_opening_at_once_all_get_the_snapshot_and_every_change(
         assert updates[-1].task.state == tasks_pb2.TASK_STATE_SUCCEEDED
         final = _final_states(updates)
         assert len(final) == 6 and set(final.values()) == {tasks_pb2.SUBTASK_STATE_SUCCEEDED}
+
+
+async def test_subtask_watcher_joining_task_only_watchers_gets_every_subtask_change(
+    server: h.Running, worker: h.FakeWorker
+) -> None:
+    """Shared rounds read for task-only watchers skip the subtasks; a watcher that wants
+    them and joins mid-run (plain and batched) still gets every subtask's final state."""
+    alice = server.client("alice")
+    task = (await alice.tasks.CreateTask(h.create_request(values=[str(i) for i in range(6)]))).task
+    jobs = await worker.fetch_exactly(6)
+    plain: list[tasks_pb2.WatchTaskResponse] = []
+    task_only = asyncio.create_task(
+        _collect(alice.tasks.WatchTask(tasks_pb2.WatchTaskRequest(task_id=task.id)), plain)
+    )
+    await h.wait_for(lambda: _true(bool(plain)), what="task-only snapshot")
+    for message, job in jobs[:2]:
+        await worker.succeed(message, job)
+    await h.wait_for(
+        lambda: _true(bool(plain) and plain[-1].task.succeeded_count == 2), what="two done"
+    )
+    joined: dict[bool, list[tasks_pb2.WatchTaskResponse]] = {False: [], True: []}
+    watchers = [
+        asyncio.create_task(
+            _collect(
+                alice.tasks.WatchTask(
+                    tasks_pb2.WatchTaskRequest(
+                        task_id=task.id, include_subtasks=True, batch_subtasks=batch
+                    )
+                ),
+                joined[batch],
+            )
+        )
+        for batch in (False, True)
+    ]
+    await h.wait_for(lambda: _true(all(joined.values())), what="subtask snapshots")
+    for message, job in jobs[2:]:
+        await worker.succeed(message, job)
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(asyncio.gather(task_only, *watchers), timeout=10)
+    assert plain[-1].task.state == tasks_pb2.TASK_STATE_SUCCEEDED
+    assert all(not u.HasField("subtask") and not u.subtasks for u in plain)
+    for updates in joined.values():
+        states = _final_states(updates)
+        assert len(states) == 6
+        assert set(states.values()) == {tasks_pb2.SUBTASK_STATE_SUCCEEDED}

@@ -116,11 +116,9 @@ def task_proto(task: model.Task) -> tasks_pb2.Task:
         running_count=task.running_count,
         progress=(task.ended / task.total_images) if task.total_images else 0.0,
         all_subtasks_completed=task.all_subtasks_completed,
-        queue_position=task.queue_position,
         is_deleted=task.is_deleted,
         version=task.version,
         paused=task.paused,
-        wait_reason=WAIT_REASONS.get(task.wait_reason, tasks_pb2.WAIT_REASON_UNSPECIFIED),
     )
     variables = message.variables
     for name, values in task.variables.items():
@@ -150,9 +148,18 @@ def task_proto(task: model.Task) -> tasks_pb2.Task:
         message.finish_time.FromDatetime(task.finish_time)
     if task.update_time is not None:
         message.update_time.FromDatetime(task.update_time)
+    set_estimates(message, task)
+    return message
+
+
+def set_estimates(message: tasks_pb2.Task, task: model.Task) -> None:
+    """Sets the fields computed when the task is read: queue position, wait reason, ETA."""
+    if task.queue_position:
+        message.queue_position = task.queue_position
+    if task.wait_reason:
+        message.wait_reason = WAIT_REASONS.get(task.wait_reason, tasks_pb2.WAIT_REASON_UNSPECIFIED)
     if task.eta_seconds is not None and not task.is_terminal:
         message.eta.FromMilliseconds(max(0, round(task.eta_seconds * 1000)))
-    return message
 
 
 def subtask_proto(subtask: model.Subtask) -> tasks_pb2.Subtask:

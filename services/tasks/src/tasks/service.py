@@ -25,7 +25,18 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kiln.common import bus, errors, ids, paging, principal
-from tasks import estimates, expansion, filters, model, spec, store, validation, watch, webhooks
+from tasks import (
+    estimates,
+    expansion,
+    filters,
+    model,
+    readcache,
+    spec,
+    store,
+    validation,
+    watch,
+    webhooks,
+)
 from tasks.watch import Listener, Round
 
 log = structlog.get_logger("tasks.service")
@@ -119,6 +130,8 @@ class Tasks:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.reads = readcache.TaskReads()
+        """GetTask's and ListTasks' conversions, reused per task version."""
 
     async def create(
         self, task_spec: spec.TaskSpec, *, validate_only: bool
@@ -207,7 +220,7 @@ class Tasks:
         caller = principal.current()
         task_id = _check_uuid(task_id, "task_id")
         async with _reading(self.rt.engine) as conn:
-            task = _visible(await store.get_task(conn, task_id), task_id, caller)
+            task = _visible(await store.get_task(conn, task_id, reads=self.reads), task_id, caller)
         return await self.estimated(task)
 
     async def list_tasks(
@@ -247,6 +260,7 @@ class Tasks:
                 search=search,
                 after=after,
                 limit=size + 1,
+                reads=self.reads,
             )
         return paging.cut(found, size, filters, _task_position)
 
@@ -563,6 +577,8 @@ class _Changes:
     subtask_updates: list[WatchUpdate]
     task_update: WatchUpdate
     snapshot: bool = False
+    has_subtasks: bool = True
+    """Whether `subtasks` was read (False: the round was read for task-only watchers)."""
     _batch_update: WatchUpdate | None = None
 
     def updates(self, cursor: int, include_subtasks: bool) -> list[WatchUpdate]:
@@ -663,7 +679,8 @@ class Watches:
                 "batch_subtasks", "batches subtask changes, so it needs include_subtasks"
             )
         # Listen before the first read, so no change between the read and the wait is missed.
-        async with self._tasks.rt.hub.listen(task_id, caller.user_id) as listener:
+        hub = self._tasks.rt.hub
+        async with hub.listen(task_id, caller.user_id, subtasks=include_subtasks) as listener:
             # The opening read is this watcher's own: it checks ownership, and a resumed
             # watch sends the changes of the version it resumes from again (several subtask
             # messages share one task version, and a stream can drop between two of them;
@@ -695,15 +712,25 @@ class Watches:
         self, task: model.Task, listener: Listener, include_subtasks: bool, batch: bool
     ) -> AsyncIterator[WatchUpdate]:
         """The updates after the opening snapshot, round by round, until the task finished."""
-        read = functools.partial(self._read, task.id)
+        own_read = functools.partial(self._read, task.id, subtasks=include_subtasks)
+
+        async def shared_read(since: int) -> Round:
+            # Decided when the read starts: a watcher that joins later and wants subtasks
+            # finds the round marked without them and reads its own (below).
+            return await self._read(task.id, since, subtasks=listener.shared_wants_subtasks)
+
         while not task.finished:
             rounds = listener.rounds()
-            if rounds is None:  # fell out of the shared log: catch up on our own
-                rounds = [await read(listener.cursor)]
+            if rounds is None or (
+                include_subtasks and any(not r.content.has_subtasks for r in rounds if not r.gone)
+            ):
+                # Fell out of the shared log, or the log's rounds were read without the
+                # subtasks this watcher wants: catch up on our own.
+                rounds = [await own_read(listener.cursor)]
             elif not rounds:
                 if listener.gone:
                     return
-                await listener.wait_and_catch_up(self._refresh, read)
+                await listener.wait_and_catch_up(self._refresh, shared_read)
                 continue
             gone = next((i for i, r in enumerate(rounds) if r.gone), None)
             if gone is not None:
@@ -732,9 +759,10 @@ class Watches:
         connected: Callable[[], None] = lambda: None,
     ) -> Round:
         """The task and (unless `subtasks` is false) its subtasks changed after version
-        `since`, as a round. Shared rounds always hold the subtasks: some watcher may want
-        them, and a round after a change names only the few that changed. `connected` is
-        called once the read has its connection, before its queries."""
+        `since`, as a round. Shared rounds hold the subtasks while some watcher of the task
+        wants them (a round after a change names only the few that changed); a round read
+        without them says so (`has_subtasks`). `connected` is called once the read has its
+        connection, before its queries."""
         async with _reading(self._tasks.rt.engine) as conn:
             connected()
             task = await store.get_task(conn, task_id)
@@ -751,6 +779,7 @@ class Watches:
             [WatchUpdate(task, subtask, snapshot=snapshot) for subtask in changed],
             WatchUpdate(task, None, snapshot=snapshot),
             snapshot=snapshot,
+            has_subtasks=subtasks,
         )
         return Round(since, task.version, changes)
 

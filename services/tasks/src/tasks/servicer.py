@@ -49,7 +49,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.GetTaskRequest, context: Context
     ) -> tasks_pb2.GetTaskResponse:
         task = await self._tasks.get(request.task_id)
-        return tasks_pb2.GetTaskResponse(task=convert.task_proto(task))
+        return tasks_pb2.GetTaskResponse(task=self._tasks.reads.message(task))
 
     async def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: Context
@@ -63,7 +63,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             owner_id=request.owner_id,
         )
         return tasks_pb2.ListTasksResponse(
-            tasks=[convert.task_proto(t) for t in page], next_page_token=token
+            tasks=[self._tasks.reads.message(t) for t in page], next_page_token=token
         )
 
     async def ListSubtasks(

@@ -12,11 +12,13 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import psycopg
+import psycopg.rows
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kiln.common import job_errors
-from tasks import lifecycle, model, ranking
+from tasks import lifecycle, model, ranking, readcache
 
 LIVE = lifecycle.LIVE_SQL
 
@@ -115,8 +117,20 @@ async def enqueue_pending(conn: AsyncConnection, task_id: str, priority: int) ->
     return int(result.rowcount or 0)
 
 
-async def get_task(conn: AsyncConnection, task_id: str, *, lock: bool = False) -> model.Task | None:
-    """One task by id (deleted ones too), optionally locked for update."""
+async def get_task(
+    conn: AsyncConnection,
+    task_id: str,
+    *,
+    lock: bool = False,
+    reads: readcache.TaskReads | None = None,
+) -> model.Task | None:
+    """One task by id (deleted ones too), optionally locked for update; through `reads`
+    (a row of a version seen before is not converted again) when given."""
+    if reads is not None and not lock:
+        rows = await driver_rows(
+            conn, "SELECT * FROM tasks.tasks WHERE id = CAST(%(id)s AS uuid)", {"id": task_id}
+        )
+        return reads.task(rows[0]) if rows else None
     suffix = " FOR UPDATE" if lock else ""
     row = (
         (
@@ -129,6 +143,25 @@ async def get_task(conn: AsyncConnection, task_id: str, *, lock: bool = False) -
         .first()
     )
     return model.Task.from_row(row) if row else None
+
+
+async def driver_rows(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """The rows (dicts) of one statement (psycopg placeholders) run straight on the psycopg
+    connection under `conn`, for the hot reads: SQLAlchemy's statement layer (a greenlet
+    hop per statement, its result wrapping) costs more than the query on a 2-core machine.
+    The connection's transaction state is the driver's as always (autocommit under
+    `_reading`); a broken connection is invalidated, so the pool drops it."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None  # a checked-out connection always has one
+    try:
+        async with driver.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+            await cursor.execute(sql, params)
+            rows: list[Any] = await cursor.fetchall()
+    except psycopg.OperationalError:
+        await conn.invalidate()
+        raise
+    return rows
 
 
 def escape_like(value: str) -> str:
@@ -145,34 +178,38 @@ async def list_tasks(
     search: str,
     after: tuple[dt.datetime, str] | None,
     limit: int,
+    reads: readcache.TaskReads | None = None,
 ) -> list[model.Task]:
-    """Non-deleted tasks newest first, keyset-paged on (create_time, id)."""
+    """Non-deleted tasks newest first, keyset-paged on (create_time, id); through `reads`
+    when given (see `get_task`)."""
     where = ["NOT is_deleted"]
     params: dict[str, Any] = {"limit": limit}
     if owner_id is not None:
-        where.append("owner_id = :owner")
+        where.append("owner_id = %(owner)s")
         params["owner"] = owner_id
     if states:
-        where.append("state = ANY(CAST(:states AS text[]))")
+        where.append("state = ANY(CAST(%(states)s AS text[]))")
         params["states"] = list(states)
     if tag:
-        where.append("tags @> ARRAY[CAST(:tag AS text)]")
+        where.append("tags @> ARRAY[CAST(%(tag)s AS text)]")
         params["tag"] = tag
     if search:
         where.append(
-            "(task_name ILIKE :pattern ESCAPE '\\' OR EXISTS "
-            "(SELECT 1 FROM unnest(tags) AS tg WHERE tg ILIKE :pattern ESCAPE '\\'))"
+            "(task_name ILIKE %(pattern)s ESCAPE '\\' OR EXISTS "
+            "(SELECT 1 FROM unnest(tags) AS tg WHERE tg ILIKE %(pattern)s ESCAPE '\\'))"
         )
         params["pattern"] = f"%{escape_like(search)}%"
     if after is not None:
-        where.append("(create_time, id) < (:after_time, CAST(:after_id AS uuid))")
+        where.append("(create_time, id) < (%(after_time)s, CAST(%(after_id)s AS uuid))")
         params["after_time"], params["after_id"] = after
     sql = (
         f"SELECT * FROM tasks.tasks WHERE {' AND '.join(where)} "  # noqa: S608 - fixed fragments
-        "ORDER BY create_time DESC, id DESC LIMIT :limit"
+        "ORDER BY create_time DESC, id DESC LIMIT %(limit)s"
     )
-    rows = (await conn.execute(text(sql), params)).mappings().all()
-    return [model.Task.from_row(r) for r in rows]
+    rows = await driver_rows(conn, sql, params)
+    if reads is None:
+        return [model.Task.from_row(r) for r in rows]
+    return [reads.task(r) for r in rows]
 
 
 async def list_subtasks(

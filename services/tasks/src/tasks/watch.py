@@ -69,6 +69,12 @@ class _Topic:
         """The task no longer exists (deleted while watched)."""
         self._reading: asyncio.Future[None] | None = None
 
+    @property
+    def wants_subtasks(self) -> bool:
+        """Whether some watcher of the task asked for its subtasks (a round read for
+        watchers of the task alone need not read them)."""
+        return any(listener.wants_subtasks for listener in self.listeners)
+
     def bump(self) -> None:
         self.changes += 1
         for listener in self.listeners:
@@ -128,8 +134,9 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 class Listener:
     """One watcher's place in a task's change log."""
 
-    def __init__(self, topic: _Topic) -> None:
+    def __init__(self, topic: _Topic, wants_subtasks: bool = True) -> None:
         self._topic = topic
+        self.wants_subtasks = wants_subtasks
         self.event = asyncio.Event()
         self.cursor = 0
         # Any read starts after this, so it sees every change counted so far.
@@ -139,6 +146,11 @@ class Listener:
         """Places the watcher at `version`, from a read started after it began listening."""
         self.cursor = version
         self._topic.start(version, self._known_changes)
+
+    @property
+    def shared_wants_subtasks(self) -> bool:
+        """Whether the next shared round should read subtasks (some watcher wants them)."""
+        return self._topic.wants_subtasks
 
     @property
     def gone(self) -> bool:
@@ -203,8 +215,12 @@ class Hub:
         topic.bump()
 
     @contextlib.asynccontextmanager
-    async def listen(self, task_id: str, user_id: str) -> AsyncIterator[Listener]:
-        """A listener of `task_id`'s changes, for as long as the context lasts."""
+    async def listen(
+        self, task_id: str, user_id: str, *, subtasks: bool = True
+    ) -> AsyncIterator[Listener]:
+        """A listener of `task_id`'s changes, for as long as the context lasts; `subtasks`:
+        whether this watcher wants the subtasks that change (shared rounds read them only
+        while some watcher does)."""
         if self._per_user.get(user_id, 0) >= self._max_per_user:
             raise errors.ResourceExhausted(
                 f"at most {self._max_per_user} concurrent watches per user",
@@ -216,7 +232,7 @@ class Hub:
         new_topic = topic is None
         if topic is None:
             topic = self._topics[task_id] = _Topic()
-        listener = Listener(topic)
+        listener = Listener(topic, subtasks)
         topic.listeners.add(listener)
         if new_topic:
             await self._subscribe(task_id, topic)
