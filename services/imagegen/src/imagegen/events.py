@@ -4,9 +4,10 @@ Every job of a worker process hands its events to one `EventPublisher`, which se
 in batches: the events waiting when a flush starts go out as one message per task (a
 SubtaskEventBatch, `kiln.common.subtask_events`), so a worker running many jobs costs the
 bus about one message per task per flush instead of one per event. A flush starts as soon
-as an event waits and fewer than `max_in_flight` flushes are unanswered, after a `linger`
-of a few milliseconds that lets the events of other jobs join; the busier the worker, the
-bigger the batches. A job still learns whether *its* event was stored: `JobEvents` awaits
+as an event waits and fewer than `max_in_flight` flushes are unanswered; while another
+flush is still unanswered it first lingers a few milliseconds so that the events of other
+jobs join. An idle publisher sends at once (a worker rendering for seconds pays no linger),
+and the busier the worker, the bigger the batches. A job still learns whether *its* event was stored: `JobEvents` awaits
 the acknowledgement of the message that carried it, so a job is settled only after its
 result event is in the stream, as before.
 
@@ -126,7 +127,9 @@ class EventPublisher:
     async def _flush_loop(self) -> None:
         while True:
             await self._ready.wait()
-            if self._linger:
+            if self._linger and self._flushes:
+                # Busy: let other jobs' events join this flush. Idle: send at once, so a
+                # worker with few slots and long renders pays no linger per event.
                 await asyncio.sleep(self._linger)
             await self._slots.acquire()
             taken, self._waiting = self._waiting, []
