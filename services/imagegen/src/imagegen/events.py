@@ -7,9 +7,9 @@ bus about one message per task per flush instead of one per event. A flush start
 as an event waits and fewer than `max_in_flight` flushes are unanswered; while another
 flush is still unanswered it first lingers a few milliseconds so that the events of other
 jobs join. An idle publisher sends at once (a worker rendering for seconds pays no linger),
-and the busier the worker, the bigger the batches. A job still learns whether *its* event was stored: `JobEvents` awaits
-the acknowledgement of the message that carried it, so a job is settled only after its
-result event is in the stream, as before.
+and the busier the worker, the bigger the batches. A job still learns whether *its* event
+was stored: `JobEvents` awaits the acknowledgement of the message that carried it, so a
+job is settled only after its result event is in the stream, as before.
 
 An event's id is derived from the subtask, attempt, generation, delivery and sequence; a
 message's `Nats-Msg-Id` is that id for a lone event and the worker's id with a counter for a
